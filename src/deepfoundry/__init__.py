@@ -1,0 +1,19 @@
+"""deepfoundry: every classic deep-learning technique as real, fast, tested software.
+
+>>> import deepfoundry
+>>> run = deepfoundry.train("lenet5-digits")
+>>> run.evaluate("test")
+"""
+__version__ = "0.1.0"
+
+from .config import RunConfig, load_config  # noqa: E402
+from .errors import DeepfoundryError  # noqa: E402
+from .registry import DATASETS, MODELS, TASKS, Registry  # noqa: E402
+from . import data, models, tasks  # noqa: E402,F401  (fill the registries)
+from .data import DataBundle, build_data  # noqa: E402
+from .data import images as _images, tabular as _tabular  # noqa: E402,F401
+from .engine import Callback, Trainer  # noqa: E402
+from .api import Run, load_run, train  # noqa: E402
+
+__all__ = ["DATASETS", "MODELS", "TASKS", "Callback", "DataBundle", "DeepfoundryError", "Registry", "Run",
+           "RunConfig", "Trainer", "build_data", "load_config", "load_run", "train", "__version__"]

@@ -1,0 +1,216 @@
+"""The Python API: ``train``, ``load_run`` and the :class:`Run` they return.
+
+>>> import deepfoundry
+>>> run = deepfoundry.train("lenet5-digits", overrides={"trainer.epochs": 2})
+>>> run.evaluate("test")["accuracy"]
+>>> run.predict(images)            # class indices (or values, for regression)
+>>> deepfoundry.load_run(run.path)  # the run directory is all that is needed
+"""
+from __future__ import annotations
+
+import json
+import random
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__
+from .config import RunConfig, dump_config, load_config, validate, read_yaml, apply_overrides
+from .data import DataBundle, apply_preprocess, build_data
+from .engine.checkpoint import atomic_write, load_weights, save_weights
+from .engine.trainer import Trainer
+from .errors import DeepfoundryError
+from .models import build_model
+from .tasks import Task, build_task
+
+CONTEXT_KEYS = ("num_classes", "in_channels", "input_size", "in_features")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def model_context(info: dict[str, Any]) -> dict[str, Any]:
+    """The facts about the data that model builders may take (only those they accept are passed)."""
+    ctx = {k: info[k] for k in CONTEXT_KEYS if info.get(k) is not None}
+    if "input_size" in ctx:
+        ctx["input_size"] = tuple(ctx["input_size"])
+    return ctx
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8"))
+
+
+def default_run_dir(name: str) -> Path:
+    return Path("runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def _strip_confusion(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if k != "confusion_matrix"}
+
+
+def train(recipe: str | Path | RunConfig, overrides: dict[str, Any] | list[str] | None = None,
+          out: str | Path | None = None, resume: str | Path | None = None,
+          callbacks: list[Any] | None = None, show_loop: bool = False) -> "Run":
+    """Train a recipe name, a YAML config file or a :class:`RunConfig`; return the finished :class:`Run`.
+
+    ``overrides`` are dotted keys (``{"optim.lr": 0.01}`` or ``["optim.lr=0.01"]``). ``resume`` is a
+    run directory whose ``checkpoints/last.safetensors`` is continued exactly (same final weights
+    as an uninterrupted run); its saved config is used, with ``overrides`` applied on top.
+    """
+    if resume is not None:
+        run_dir = Path(resume)
+        ckpt = run_dir / "checkpoints" / "last.safetensors"
+        if not (run_dir / "config.yaml").is_file():
+            raise DeepfoundryError(f"'{run_dir}' is not a run directory (no config.yaml) to resume")
+        if not ckpt.is_file():
+            raise DeepfoundryError(f"run '{run_dir}' has no checkpoint to resume from ({ckpt} is missing)")
+        cfg = validate(apply_overrides(read_yaml(run_dir / "config.yaml"), overrides))
+    else:
+        cfg = recipe if isinstance(recipe, RunConfig) else load_config(recipe, overrides)
+        run_dir = Path(out) if out is not None else default_run_dir(cfg.name)
+        ckpt = None
+    seed_everything(cfg.seed)
+    data = build_data(cfg.data, seed=cfg.seed)
+    context = model_context(data.info)
+    model = build_model(cfg.model.name, cfg.model.builder_kwargs(), context)
+    task = build_task(cfg.task, model, data.info)
+    trainer = Trainer(cfg.trainer, cfg.optim, run_dir=run_dir, callbacks=callbacks)
+    if show_loop:
+        trainer.callbacks[0].console.print(trainer.describe_loop(), highlight=False)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(dump_config(cfg), encoding="utf-8"))
+    note = data.info.get("split_note")
+    if note:
+        trainer.callbacks[0].console.print(note, highlight=False)
+    started = time.perf_counter()
+    trainer.fit(task, data, resume_from=ckpt)
+    seconds = time.perf_counter() - started
+    val = trainer.evaluate(data.val) if data.val.num_samples else {}
+    test = trainer.evaluate(data.test) if data.test.num_samples else {}
+    meta = {
+        "format": "deepfoundry-model-v1",
+        "model": {"name": cfg.model.name, "kwargs": cfg.model.builder_kwargs(), "context": context},
+        "task": {"name": cfg.task.name, "kwargs": cfg.task.builder_kwargs()},
+        "info": data.info,
+        "deepfoundry_version": __version__,
+        "torch_version": torch.__version__,
+    }
+    save_weights(run_dir / "model.safetensors", trainer.unwrapped_model, {"format": "deepfoundry-model-v1"})
+    _write_json(run_dir / "model.json", meta)
+    _write_json(run_dir / "results.json", {
+        "val": val, "test": test, "seconds": seconds, "train_seconds": trainer.elapsed,
+        "epochs_run": trainer.epoch, "stop_reason": trainer.stop_reason, "device": str(trainer.device)})
+    return Run(run_dir)
+
+
+class Run:
+    """A finished run directory: its config, model, metrics history and results."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise DeepfoundryError(f"run directory '{self.path}' does not exist")
+        meta_path = self.path / "model.json"
+        if not meta_path.is_file():
+            hint = (" (it has a checkpoint: finish it with 'deepfoundry train --resume " f"{self.path}')"
+                    if (self.path / "checkpoints" / "last.safetensors").exists() else "")
+            raise DeepfoundryError(f"'{self.path}' is not a finished run directory (no model.json){hint}")
+        try:
+            self.meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise DeepfoundryError(f"'{meta_path}' is corrupt: {exc}") from None
+        self.config: RunConfig = validate(read_yaml(self.path / "config.yaml"))
+        self.info: dict[str, Any] = self.meta["info"]
+        self._task: Task | None = None
+
+    def __repr__(self) -> str:
+        return f"Run('{self.path}')"
+
+    @property
+    def task(self) -> Task:
+        """The task (owning the model) with the run's final weights, on the CPU, in eval mode."""
+        if self._task is None:
+            m = self.meta["model"]
+            ctx = dict(m["context"])
+            if "input_size" in ctx:
+                ctx["input_size"] = tuple(ctx["input_size"])
+            model = build_model(m["name"], m["kwargs"], ctx)
+            state = load_weights(self.path / "model.safetensors")
+            try:
+                model.load_state_dict(state)
+            except RuntimeError as exc:
+                raise DeepfoundryError(f"weights in '{self.path / 'model.safetensors'}' do not fit model "
+                                       f"{m['name']!r}: {str(exc).splitlines()[0]}") from None
+            self._task = build_task(self.config.task, model, self.info).eval()
+        return self._task
+
+    @property
+    def model(self) -> nn.Module:
+        return self.task.model
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """Per-epoch records from ``metrics.jsonl``."""
+        path = self.path / "metrics.jsonl"
+        if not path.exists():
+            return []
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [r for r in rows if r.get("kind") == "epoch"]
+
+    @property
+    def results(self) -> dict[str, Any]:
+        path = self.path / "results.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+
+    def data(self, data_root: str | None = None) -> DataBundle:
+        """Rebuild the run's data (same seed, same splits); ``data_root`` overrides ``data.root``."""
+        cfg = self.config.data.model_copy(update={"root": data_root}) if data_root else self.config.data
+        data = build_data(cfg, seed=self.config.seed)
+        data.info["preprocess"] = self.info.get("preprocess")  # the run's own fitted statistics
+        return data
+
+    def evaluate(self, split: str = "test", data_root: str | None = None, device: str = "cpu") -> dict[str, Any]:
+        """Metrics of the final model on ``split`` (train, val or test)."""
+        loader = self.data(data_root).loader(split)
+        trainer = Trainer(self.config.trainer.model_copy(update={"device": device, "compile": False}),
+                          run_dir=None)
+        return trainer.evaluate(loader, self.task.to(trainer.device))
+
+    def _prepare(self, x: Any) -> torch.Tensor:
+        x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
+        shape = tuple(self.info.get("input_shape", x.shape[1:]))
+        if tuple(x.shape) == shape:
+            x = x.unsqueeze(0)
+        if tuple(x.shape[1:]) != shape:
+            raise DeepfoundryError(f"input of shape {tuple(x.shape[1:])} does not fit the model, which expects "
+                                   f"{shape} (batch dimension first)")
+        return apply_preprocess(x, self.info.get("preprocess"))
+
+    @torch.no_grad()
+    def predict_proba(self, x: Any) -> np.ndarray:
+        """Class probabilities (N, C) for raw inputs (images in [0, 1], raw table rows)."""
+        if self.info.get("task_type") != "classification":
+            raise DeepfoundryError("predict_proba needs a classification run")
+        return self.task.to("cpu").predict(self._prepare(x)).numpy()
+
+    @torch.no_grad()
+    def predict(self, x: Any) -> np.ndarray:
+        """Class indices (classification) or values in the target's units (regression) for raw inputs."""
+        out = self.task.to("cpu").predict(self._prepare(x))
+        if self.info.get("task_type") == "classification":
+            return out.argmax(dim=1).numpy()
+        return out.squeeze(-1).numpy()
+
+
+def load_run(path: str | Path) -> Run:
+    """Open a finished run directory."""
+    return Run(path)

@@ -1,0 +1,199 @@
+"""The command line: ``deepfoundry list | train | evaluate | predict | report``.
+
+Every verb takes a recipe name, a config file or a run directory. ``--json`` prints the result as
+one JSON object on the last line of stdout. Errors are one ``error:`` line on stderr with exit code
+2; ``deepfoundry --debug VERB ...`` shows the traceback instead.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from .errors import DeepfoundryError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="deepfoundry: train, evaluate, predict and report classic deep-learning models.")
+
+
+class Listing(str, Enum):
+    models = "models"
+    datasets = "datasets"
+    recipes = "recipes"
+    tasks = "tasks"
+
+
+def _echo_json(obj: Any) -> None:
+    print(json.dumps(obj, default=str))
+
+
+@app.command("list")
+def list_(what: Listing = typer.Argument(..., help="models, datasets, recipes or tasks")) -> None:
+    """List registered models, datasets, tasks or shipped recipes with a one-line description."""
+    from . import DATASETS, MODELS, TASKS
+    from .config import load_raw, recipe_names
+
+    if what is Listing.recipes:
+        for name in recipe_names():
+            raw = load_raw(name)
+            print(f"{name:28s} {raw.get('description', '')}")
+        return
+    registry = {"models": MODELS, "datasets": DATASETS, "tasks": TASKS}[what.value]
+    for name in registry.names():
+        print(f"{name:28s} {registry.describe(name)}")
+
+
+@app.command()
+def train(
+    recipe: Optional[str] = typer.Argument(None, help="recipe name (deepfoundry list recipes) or CONFIG.yaml"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="override any config key: --set optim.lr=0.01"),
+    out: Optional[Path] = typer.Option(None, "--out", help="run directory (default runs/<recipe>-<timestamp>)"),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="continue the run in this directory exactly"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="trainer.epochs"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="data.batch_size"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="optim.lr"),
+    device: Optional[str] = typer.Option(None, "--device", help="trainer.device: auto, cpu, cuda, mps"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="seed"),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="data.root: folder of a local copy"),
+    show_loop: bool = typer.Option(False, "--show-loop", help="print the order of the training loop's calls"),
+    as_json: bool = typer.Option(False, "--json", help="print the final metrics as JSON on the last line"),
+) -> None:
+    """Train a recipe or config file; prints the run directory and the final metrics."""
+    from .api import train as train_run
+
+    if recipe is None and resume is None:
+        raise DeepfoundryError("train needs a RECIPE (see 'deepfoundry list recipes') or --resume RUN")
+    overrides: dict[str, Any] = {}
+    for key, value in (("trainer.epochs", epochs), ("data.batch_size", batch_size), ("optim.lr", lr),
+                       ("trainer.device", device), ("seed", seed), ("data.root", data_root)):
+        if value is not None:
+            overrides[key] = value
+    from .config import apply_overrides
+
+    extra = apply_overrides({}, list(set_ or []))
+    flat = _flatten_overrides(extra)
+    flat.update(overrides)
+    run = train_run(recipe, overrides=flat, out=out, resume=resume, show_loop=show_loop)
+    results = run.results
+    print(f"run directory: {run.path}")
+    test = results.get("test", {})
+    summary = ", ".join(f"{k} {v:.4f}" for k, v in test.items() if isinstance(v, float))
+    print(f"test: {summary}  ({results.get('seconds', 0):.1f}s)")
+    if as_json:
+        _echo_json({"run": str(run.path), "test": _scalars(test), "val": _scalars(results.get("val", {})),
+                    "seconds": round(results.get("seconds", 0.0), 3)})
+
+
+def _flatten_overrides(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and v:
+            out.update(_flatten_overrides(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+@app.command()
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="run directory"),
+    split: str = typer.Option("test", "--split", help="train, val or test"),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="folder of the data, if it moved"),
+    device: str = typer.Option("cpu", "--device", help="device to evaluate on"),
+    as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON on the last line"),
+) -> None:
+    """Evaluate a finished run's model on a split."""
+    from .api import load_run
+
+    metrics = load_run(run_dir).evaluate(split, data_root=data_root, device=device)
+    for k, v in _scalars(metrics).items():
+        print(f"{split}_{k}: {v:.4f}")
+    if as_json:
+        _echo_json({"run": str(run_dir), split: _scalars(metrics)})
+
+
+@app.command()
+def predict(
+    run_dir: Path = typer.Argument(..., help="run directory"),
+    inputs: list[Path] = typer.Argument(..., help="image files or .npy arrays"),
+    as_json: bool = typer.Option(False, "--json", help="print the predictions as JSON on the last line"),
+) -> None:
+    """Predict image files or .npy arrays with a finished run's model."""
+    import numpy as np
+
+    from .api import load_run
+    from .data.images import load_image_file
+
+    run = load_run(run_dir)
+    rows: list[dict[str, Any]] = []
+    classes = run.info.get("class_names")
+    for path in inputs:
+        if not path.is_file():
+            raise DeepfoundryError(f"input file '{path}' does not exist")
+        if path.suffix.lower() == ".npy":
+            try:
+                x = np.load(path, allow_pickle=False)
+            except ValueError as exc:
+                raise DeepfoundryError(f"'{path}' is not a readable .npy array: {exc}") from None
+        else:
+            if run.info.get("input_kind") != "image":
+                raise DeepfoundryError(f"'{path}': this model takes table rows; pass a .npy array")
+            x = load_image_file(path, run.info)
+        if run.info.get("task_type") == "classification":
+            proba = run.predict_proba(x)
+            for i, p in enumerate(proba):
+                k = int(p.argmax())
+                rows.append({"input": f"{path}" + (f"[{i}]" if len(proba) > 1 else ""), "class": k,
+                             "label": classes[k] if classes else str(k), "probability": float(p[k])})
+        else:
+            for i, v in enumerate(np.atleast_1d(run.predict(x))):
+                rows.append({"input": f"{path}" + (f"[{i}]" if x.ndim > 1 and len(x) > 1 else ""),
+                             "value": float(np.asarray(v).ravel()[0])})
+    for r in rows:
+        print("  ".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in r.items()))
+    if as_json:
+        _echo_json({"run": str(run_dir), "predictions": rows})
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="run directory"),
+    feature_maps: bool = typer.Option(False, "--feature-maps", help="also save the first conv layer's filters and "
+                                                                    "its feature maps for one test input"),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="folder of the data, if it moved"),
+) -> None:
+    """Write report.html (learning curves, confusion matrix, gradient norms) into the run directory."""
+    from .api import load_run
+    from .report import write_report
+
+    path = write_report(load_run(run_dir), feature_maps=feature_maps, data_root=data_root)
+    print(f"report: {path}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: runs the app and turns user errors into one ``error:`` line and exit code 2."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    args = [a for a in args if a != "--debug"]
+    try:
+        app(args=args, prog_name="deepfoundry")  # usage errors: typer prints them and exits 2
+    except DeepfoundryError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,223 @@
+"""Run configuration: pydantic models, YAML recipes, dotted overrides.
+
+A run is described by one :class:`RunConfig`::
+
+    name: lenet5-digits
+    seed: 0
+    data:    {name: digits, batch_size: 64}
+    model:   {name: lenet5, dropout: 0.0}          # extra keys go to the model builder
+    task:    {name: classification, label_smoothing: 0.0}
+    optim:   {name: adam, lr: 0.001, scheduler: {name: onecycle}}
+    trainer: {epochs: 20, device: auto}
+
+Unknown keys and wrong types raise :class:`~deepfoundry.errors.DeepfoundryError` with one line
+naming the key, e.g. ``config key 'trainer.epochs': expected an integer, received 'ten'``.
+"""
+from __future__ import annotations
+
+import copy
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import DeepfoundryError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class _Open(BaseModel):
+    """A section whose extra keys are passed to a registered builder (which checks them)."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    def builder_kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class DataConfig(_Open):
+    name: str = Field("digits", description="registered dataset name (deepfoundry list datasets)")
+    root: str | None = Field(None, description="folder holding a local copy / where downloads go")
+    download: bool = Field(False, description="download the standard source into root when it is missing")
+    batch_size: int = Field(64, gt=0, description="training batch size")
+    eval_batch_size: int = Field(1024, gt=0, description="batch size for validation, test and predict")
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of the training data held out for validation")
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="share held out for test when the data set has no test split")
+    normalize: bool = Field(True, description="standardise inputs with statistics of the training split")
+
+
+class ModelConfig(_Open):
+    name: str = Field("mlp", description="registered model name (deepfoundry list models)")
+
+
+class TaskConfig(_Open):
+    name: str = Field("classification", description="registered task name")
+
+
+class SchedulerConfig(_Strict):
+    name: Literal["none", "step", "cosine", "onecycle", "plateau"] = Field("none", description="learning-rate schedule")
+    warmup_epochs: float = Field(0.0, ge=0.0, description="linear warm-up length in epochs (step, cosine, none)")
+    step_size: int = Field(10, gt=0, description="step: epochs between decays")
+    gamma: float = Field(0.1, gt=0.0, description="step/plateau: decay factor")
+    patience: int = Field(5, ge=0, description="plateau: epochs without improvement before decaying")
+    min_lr: float = Field(0.0, ge=0.0, description="cosine/plateau: lowest learning rate")
+    pct_start: float = Field(0.25, gt=0.0, lt=1.0, description="onecycle: share of steps spent warming up")
+    div_factor: float = Field(25.0, gt=0.0, description="onecycle: initial lr = lr / div_factor")
+    final_div_factor: float = Field(1e4, gt=0.0, description="onecycle: final lr = initial lr / final_div_factor")
+
+
+class OptimConfig(_Strict):
+    name: Literal["sgd", "adam", "adamw", "rmsprop", "adagrad"] = Field("adam", description="optimizer")
+    lr: float = Field(1e-3, gt=0.0, description="(peak) learning rate")
+    weight_decay: float = Field(0.0, ge=0.0, description="L2 penalty (decoupled for adamw)")
+    momentum: float = Field(0.0, ge=0.0, lt=1.0, description="sgd/rmsprop momentum")
+    nesterov: bool = Field(False, description="sgd: Nesterov momentum")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="adam/adamw betas")
+    eps: float = Field(1e-8, gt=0.0, description="numerical stabiliser of adaptive optimizers")
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+
+
+class EarlyStoppingConfig(_Strict):
+    enabled: bool = Field(False, description="stop when the monitored metric stops improving")
+    patience: int = Field(5, ge=1, description="epochs without improvement before stopping")
+    min_delta: float = Field(0.0, ge=0.0, description="smallest change that counts as an improvement")
+
+
+class TrainerConfig(_Strict):
+    epochs: int = Field(10, ge=1, description="number of epochs")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    precision: Literal["32", "bf16", "fp16"] = Field("32", description="mixed precision (bf16/fp16 autocast)")
+    compile: bool = Field(False, description="wrap the model in torch.compile")
+    channels_last: bool = Field(False, description="NHWC memory format for conv nets")
+    grad_clip: float | None = Field(None, gt=0.0, description="clip the global gradient norm to this value")
+    accumulate: int = Field(1, ge=1, description="gradient accumulation: batches per optimizer step")
+    monitor: str = Field("val_loss", description="metric that picks the best checkpoint and drives early stopping")
+    mode: Literal["min", "max"] = Field("min", description="whether the monitored metric should go down or up")
+    restore_best: bool = Field(True, description="the run's final weights are the best checkpoint's")
+    early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
+    checkpoint_every_steps: int | None = Field(None, gt=0, description="also write checkpoints/last every N steps")
+    log_every_steps: int = Field(50, gt=0, description="steps between step-level log records and NaN checks on accelerators")
+    grad_norms: bool = Field(False, description="log per-layer gradient norms (vanishing/exploding gradients)")
+    tensorboard: bool = Field(True, description="write TensorBoard event files into the run directory")
+    progress: bool = Field(True, description="show a progress bar")
+    deterministic: bool = Field(False, description="torch.use_deterministic_algorithms(True)")
+    threads: int | None = Field(None, gt=0, description="CPU threads for torch (default: torch's choice)")
+
+
+class RunConfig(_Strict):
+    name: str = Field("run", description="recipe or run name")
+    description: str = Field("", description="one line shown by 'deepfoundry list recipes'")
+    seed: int = Field(0, description="seed of every random generator")
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    key = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        return f"unknown config key '{key}'"
+    received = err.get("input")
+    return f"config key '{key}': {err['msg'][0].lower()}{err['msg'][1:]}, received {received!r}"
+
+
+def validate(raw: dict[str, Any]) -> RunConfig:
+    if not isinstance(raw, dict):
+        raise DeepfoundryError(f"a config must be a mapping, received {type(raw).__name__}")
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise DeepfoundryError(_format_validation_error(exc)) from None
+
+
+def recipe_names() -> list[str]:
+    folder = resources.files("deepfoundry") / "recipes"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def recipe_path(name: str) -> Path:
+    return Path(str(resources.files("deepfoundry") / "recipes" / f"{name}.yaml"))
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise DeepfoundryError(f"config file '{path}' does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise DeepfoundryError(f"config file '{path}' is not valid YAML: {str(exc).splitlines()[0]}") from None
+    return raw or {}
+
+
+def load_raw(recipe_or_path: str | Path) -> dict[str, Any]:
+    """The raw mapping of a recipe name or a YAML file."""
+    text = str(recipe_or_path)
+    if text.endswith((".yaml", ".yml")) or Path(text).is_file():
+        return read_yaml(text)
+    if text in recipe_names():
+        raw = read_yaml(recipe_path(text))
+        raw.setdefault("name", text)
+        return raw
+    import difflib
+
+    close = difflib.get_close_matches(text, recipe_names(), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else "; see 'deepfoundry list recipes'"
+    raise DeepfoundryError(f"recipe {text!r} is not a recipe name or a config file{hint}")
+
+
+def parse_value(text: str) -> Any:
+    """YAML scalar parsing of an override value: ``3`` -> 3, ``1e-3`` -> 0.001, ``true`` -> True."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:  # YAML 1.1 reads '1e-3' as a string
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any] | list[str] | None) -> dict[str, Any]:
+    """Set dotted keys (``optim.lr=0.01``) in a copy of ``raw``. Strings in a list are ``key=value``."""
+    out = copy.deepcopy(raw)
+    if not overrides:
+        return out
+    if isinstance(overrides, list):
+        pairs = {}
+        for item in overrides:
+            if "=" not in item:
+                raise DeepfoundryError(f"override {item!r} must look like key=value, e.g. optim.lr=0.01")
+            k, v = item.split("=", 1)
+            pairs[k.strip()] = parse_value(v.strip())
+        overrides = pairs
+    for dotted, value in overrides.items():
+        node = out
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise DeepfoundryError(f"config key '{dotted}': '{part}' is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(recipe_or_path: str | Path, overrides: dict[str, Any] | list[str] | None = None) -> RunConfig:
+    """Recipe name or YAML path + dotted overrides -> validated :class:`RunConfig`."""
+    return validate(apply_overrides(load_raw(recipe_or_path), overrides))
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,138 @@
+"""What every dataset builder returns, and the fast in-memory loader the Trainer iterates.
+
+A dataset builder (registered in :data:`deepfoundry.registry.DATASETS`) returns :class:`Splits`:
+tensors for train / val / test and an ``info`` dict of facts the model builder and the saved
+run need (``num_classes``, ``class_names``, ``input_shape``, ``task_type``, ...).
+:func:`build_data` fits the input standardisation on the training split only, applies it to all
+three splits and wraps them in :class:`ArrayLoader` objects.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import torch
+
+from ..errors import DeepfoundryError
+
+
+@dataclass
+class Splits:
+    """Raw tensors of one data set: inputs as float in [0, 1] for images, raw values for tables."""
+
+    train: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class ArrayLoader:
+    """Batches of in-memory tensors, without per-sample collation.
+
+    Each epoch permutes the whole data set once (one gather) and yields contiguous slices, which is
+    cheaper than indexing every batch. The permutation of epoch ``e`` comes from a generator seeded
+    with ``(seed, e)``, so an interrupted epoch can be replayed exactly: ``epoch_batches(e, skip=k)``
+    yields the same batches as the uninterrupted epoch from batch ``k`` on.
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle: bool = False,
+                 seed: int = 0, drop_last: bool = False) -> None:
+        if len(x) != len(y):
+            raise DeepfoundryError(f"inputs and targets differ in length: {len(x)} vs {len(y)}")
+        self.x, self.y = x, y
+        self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        n = len(self.x)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    @property
+    def num_samples(self) -> int:
+        return len(self.x)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def epoch_batches(self, epoch: int, skip: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        x, y = self.x, self.y
+        if self.shuffle:
+            gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            perm = torch.randperm(len(x), generator=gen)
+            x, y = x[perm], y[perm]
+        bs = self.batch_size
+        for i in range(skip, len(self)):
+            yield x[i * bs:(i + 1) * bs], y[i * bs:(i + 1) * bs]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.epoch_batches(self.epoch)
+
+
+@dataclass
+class DataBundle:
+    """Train / val / test loaders plus ``info`` (shapes, classes, fitted preprocessing)."""
+
+    train: ArrayLoader
+    val: ArrayLoader
+    test: ArrayLoader
+    info: dict[str, Any]
+
+    def loader(self, split: str) -> ArrayLoader:
+        if split not in ("train", "val", "test"):
+            raise DeepfoundryError(f"split {split!r} is not one of train, val, test")
+        return getattr(self, split)
+
+
+def _stat_shape(x: torch.Tensor) -> tuple[int, ...]:
+    """Images (N, C, H, W) are standardised per channel, tables (N, F) per feature."""
+    return (1, x.shape[1], 1, 1) if x.dim() == 4 else (1, *x.shape[1:])
+
+
+def fit_standardize(x: torch.Tensor) -> dict[str, Any]:
+    """Mean and standard deviation per channel (images) or per feature (tables) of ``x``."""
+    dims = [0, 2, 3] if x.dim() == 4 else [0]
+    mean = x.double().mean(dim=dims)
+    std = x.double().std(dim=dims).clamp_min(1e-8)
+    return {"kind": "standardize", "mean": mean.tolist(), "std": std.tolist()}
+
+
+def apply_preprocess(x: torch.Tensor, preprocess: dict[str, Any] | None) -> torch.Tensor:
+    """Apply a fitted preprocessing (``info['preprocess']``) to raw inputs."""
+    x = x.float()
+    if not preprocess:
+        return x
+    if preprocess.get("kind") != "standardize":
+        raise DeepfoundryError(f"unknown preprocessing kind {preprocess.get('kind')!r}")
+    shape = _stat_shape(x)
+    mean = torch.tensor(preprocess["mean"], dtype=torch.float32).reshape(shape)
+    std = torch.tensor(preprocess["std"], dtype=torch.float32).reshape(shape)
+    return (x - mean) / std
+
+
+def build_data(cfg: Any, seed: int = 0) -> DataBundle:
+    """``cfg`` is a :class:`~deepfoundry.config.DataConfig`: build the registered dataset, fit the
+    standardisation on its training split, and return loaders."""
+    from ..registry import DATASETS
+    from . import images, tabular  # noqa: F401  (register the builders)
+
+    context = {"root": cfg.root, "download": cfg.download, "val_fraction": cfg.val_fraction,
+               "test_fraction": cfg.test_fraction, "seed": seed}
+    splits: Splits = DATASETS.build(cfg.name, cfg.builder_kwargs(), context=context, key="data")
+    info = dict(splits.info)
+    info["dataset"] = cfg.name
+    (xtr, ytr), (xva, yva), (xte, yte) = splits.train, splits.val, splits.test
+    if len(xtr) == 0:
+        raise DeepfoundryError(f"dataset {cfg.name!r} has an empty training split")
+    if cfg.normalize and "preprocess" not in info:
+        info["preprocess"] = fit_standardize(xtr)
+    pre = info.get("preprocess") if cfg.normalize else None
+    info["preprocess"] = pre
+    xtr, xva, xte = (apply_preprocess(x, pre) for x in (xtr, xva, xte))
+    info.setdefault("input_shape", list(xtr.shape[1:]))
+    info["num_train"], info["num_val"], info["num_test"] = len(xtr), len(xva), len(xte)
+    return DataBundle(
+        train=ArrayLoader(xtr, ytr, cfg.batch_size, shuffle=True, seed=seed),
+        val=ArrayLoader(xva, yva, cfg.eval_batch_size),
+        test=ArrayLoader(xte, yte, cfg.eval_batch_size),
+        info=info,
+    )

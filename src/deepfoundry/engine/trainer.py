@@ -1,0 +1,324 @@
+"""The one training loop.
+
+``Trainer.fit(task, data)`` runs epochs of ``task.training_step`` -> backward -> (clip) -> optimizer
+step -> scheduler step, validates after every epoch, and hands records to its callbacks (progress
+bar, JSONL and TensorBoard logs, checkpoints, early stopping, gradient norms). It adds nothing to
+the hot path that a hand-written loop would not do: hooks that no callback overrides are skipped,
+batches come from in-memory tensors, and the loss is read back once per step on the CPU only.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..config import OptimConfig, TrainerConfig
+from ..data.core import ArrayLoader, DataBundle
+from ..errors import DeepfoundryError
+from ..optim import Schedule, build_optimizer, build_scheduler
+from ..tasks.base import Task
+from . import callbacks as cbs
+from .checkpoint import load_state, save_state
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA, then MPS, then the CPU; an unavailable device is a clear error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DeepfoundryError(f"device {name!r} is not a device name; use auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise DeepfoundryError(f"device {name!r} requested but CUDA is not available here; use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise DeepfoundryError(f"device {name!r} requested but MPS is not available here; use --device cpu")
+    return device
+
+
+class TrainingDiverged(DeepfoundryError):
+    """The loss became NaN or infinite."""
+
+
+class Trainer:
+    """Fits a :class:`~deepfoundry.tasks.base.Task` on a :class:`~deepfoundry.data.DataBundle`.
+
+    >>> trainer = Trainer(TrainerConfig(epochs=2, progress=False), OptimConfig(lr=1e-3))
+    >>> history = trainer.fit(task, data)          # list of per-epoch records
+    """
+
+    def __init__(self, config: TrainerConfig | None = None, optim: OptimConfig | None = None,
+                 run_dir: str | Path | None = None, callbacks: list[cbs.Callback] | None = None) -> None:
+        self.config = config or TrainerConfig()
+        self.optim_config = optim or OptimConfig()
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.device = resolve_device(self.config.device)
+        self.callbacks = self._default_callbacks() + list(callbacks or [])
+        self.epochs = self.config.epochs
+        self.accumulate = self.config.accumulate
+        self.epoch = 0                 # current epoch, 0-based
+        self.global_step = 0           # optimizer steps taken
+        self.batch_in_epoch = 0        # batches consumed in the current epoch
+        self.should_stop = False
+        self.stop_reason: str | None = None
+        self.history: list[dict[str, Any]] = []
+        self.resumed_from: Path | None = None
+        self.elapsed = 0.0
+        self._loss_sum, self._loss_count = 0.0, 0
+        self.task: Task | None = None
+        self.data: DataBundle | None = None
+        self.unwrapped_model: nn.Module | None = None
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.schedule = Schedule(None, "step")
+        self.scaler: torch.amp.GradScaler | None = None
+        self.steps_per_epoch_batches = 0
+
+    # ------------------------------------------------------------------ setup
+    def _default_callbacks(self) -> list[cbs.Callback]:
+        c = self.config
+        out: list[cbs.Callback] = [cbs.ProgressBar(enabled=c.progress)]
+        if c.early_stopping.enabled:
+            out.append(cbs.EarlyStopping(c.monitor, c.mode, c.early_stopping.patience, c.early_stopping.min_delta))
+        if c.grad_norms:
+            out.append(cbs.GradientNorms(c.log_every_steps))
+        if self.run_dir is not None:
+            out.append(cbs.JSONLLogger(self.run_dir / "metrics.jsonl"))
+            if c.tensorboard:
+                out.append(cbs.TensorBoardLogger(self.run_dir / "tensorboard"))
+            out.append(cbs.Checkpoint(self.run_dir / "checkpoints", c.monitor, c.mode, c.checkpoint_every_steps))
+        return out
+
+    def describe_loop(self) -> str:
+        """The order of calls in ``fit`` and which callbacks take part in each (``--show-loop``)."""
+        def who(hook: str) -> str:
+            names = [type(cb).__name__ for cb in self.callbacks if cbs.overrides(cb, hook)]
+            return f"{hook:<20} {', '.join(names) or '-'}"
+        lines = [who("on_fit_start"), "for epoch in epochs:", "  " + who("on_epoch_start"),
+                 "  for batch in train:", "    task.training_step(batch) -> loss.backward()",
+                 "    " + who("on_after_backward"), "    clip grads -> optimizer.step() -> scheduler.step()",
+                 "    " + who("on_train_batch_end"), "  validation: task.evaluation_step(batch) ...",
+                 "  " + who("on_validation_end"), "  " + who("on_epoch_end"), "  " + who("on_log"),
+                 who("on_fit_end")]
+        return "\n".join(lines)
+
+    def _setup(self, task: Task, data: DataBundle) -> None:
+        c = self.config
+        if c.threads:
+            torch.set_num_threads(c.threads)
+        if c.deterministic:
+            torch.use_deterministic_algorithms(True)
+        self.task = task.to(self.device)
+        self.unwrapped_model = task.model
+        if c.channels_last:
+            task.model.to(memory_format=torch.channels_last)
+        if task.manual_optimization:
+            self.optimizers = dict(task.configure_optimizers(self.optim_config))
+        else:
+            self.optimizers = {"main": build_optimizer(self.optim_config, task.parameters())}
+            steps = math.ceil(len(data.train) / self.accumulate)
+            self.schedule = build_scheduler(self.optim_config, self.optimizers["main"], steps, self.epochs)
+        if c.precision == "fp16" and self.device.type == "cuda":
+            self.scaler = torch.amp.GradScaler("cuda")
+        if c.compile:
+            task.model = torch.compile(task.model)
+        self.steps_per_epoch_batches = len(data.train)
+        self._hooks = {h: [cb for cb in self.callbacks if cbs.overrides(cb, h)]
+                       for h in ("on_after_backward", "on_train_batch_end")}
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        p = self.config.precision
+        if p == "32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16 if p == "bf16" else torch.float16)
+
+    def _to_device(self, batch: Any) -> Any:
+        if isinstance(batch, torch.Tensor):
+            batch = batch.to(self.device, non_blocking=True)
+            if self.config.channels_last and batch.dim() == 4:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            return batch
+        if isinstance(batch, (tuple, list)):
+            return type(batch)(self._to_device(b) for b in batch)
+        if isinstance(batch, dict):
+            return {k: self._to_device(v) for k, v in batch.items()}
+        return batch
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self, task: Task, data: DataBundle, resume_from: str | Path | None = None) -> list[dict[str, Any]]:
+        """Train ``task`` on ``data.train``, validating on ``data.val`` after every epoch."""
+        self._setup(task, data)
+        self.data = data
+        if resume_from is not None:
+            self._restore(load_state(resume_from))
+            self.resumed_from = Path(resume_from)
+        for cb in self.callbacks:
+            cb.on_fit_start(self)
+        try:
+            while self.epoch < self.epochs and not self.should_stop:
+                for cb in self.callbacks:
+                    cb.on_epoch_start(self, self.epoch)
+                started = time.perf_counter()
+                train_loss = self._train_epoch(data.train)
+                val = self.evaluate(data.val) if data.val.num_samples else {}
+                for cb in self.callbacks:
+                    cb.on_validation_end(self, val)
+                seconds = time.perf_counter() - started
+                self.elapsed += seconds
+                record = {"kind": "epoch", "epoch": self.epoch + 1, "step": self.global_step, "train_loss": train_loss}
+                record.update({f"val_{k}": v for k, v in val.items() if isinstance(v, (int, float))})
+                record.update(lr=self.current_lr(), epoch_seconds=seconds, elapsed=self.elapsed)
+                if self.schedule.interval == "epoch" and self.schedule.scheduler is not None:
+                    self.schedule.scheduler.step(cbs.monitored(record, self.config.monitor))
+                self.log(record)
+                self.epoch += 1
+                self.batch_in_epoch = 0
+                self._loss_sum, self._loss_count = 0.0, 0
+                for cb in self.callbacks:
+                    cb.on_epoch_end(self, record)
+        finally:
+            if self.config.compile:
+                task.model = self.unwrapped_model
+            for cb in self.callbacks:
+                cb.on_fit_end(self)
+        if self.config.restore_best:
+            best = next((cb for cb in self.callbacks if isinstance(cb, cbs.Checkpoint)), None)
+            if best is not None and best.best_path.exists():
+                self.unwrapped_model.load_state_dict(load_state(best.best_path)["model"])
+        return self.history
+
+    def _train_epoch(self, loader: ArrayLoader) -> float:
+        task, c = self.task, self.config
+        task.train()
+        opt = self.optimizers.get("main")
+        manual = task.manual_optimization
+        on_cpu = self.device.type == "cpu"
+        sched = self.schedule.scheduler if self.schedule.interval == "step" else None
+        after_backward, batch_end = self._hooks["on_after_backward"], self._hooks["on_train_batch_end"]
+        n_batches = len(loader)
+        loss_sum_t = torch.zeros((), device=self.device)
+        for batch in loader.epoch_batches(self.epoch, skip=self.batch_in_epoch):
+            batch = self._to_device(batch)
+            with self.autocast():
+                loss = task.training_step(batch)
+            if on_cpu:  # reading the loss back is free on the CPU: check every step, before the update
+                value = loss.item()
+                if not math.isfinite(value):
+                    self._diverged(value)
+                self._loss_sum += value
+            else:
+                loss_sum_t += loss.detach()
+                if (self.batch_in_epoch + 1) % c.log_every_steps == 0:
+                    value = float(loss)
+                    if not math.isfinite(value):
+                        self._diverged(value)
+            self._loss_count += 1
+            self.batch_in_epoch += 1
+            if not manual:
+                scaled = loss / self.accumulate if self.accumulate > 1 else loss
+                (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+                if self.batch_in_epoch % self.accumulate == 0 or self.batch_in_epoch == n_batches:
+                    for cb in after_backward:
+                        cb.on_after_backward(self)
+                    if c.grad_clip:
+                        if self.scaler:
+                            self.scaler.unscale_(opt)
+                        torch.nn.utils.clip_grad_norm_(task.parameters(), c.grad_clip)
+                    if self.scaler:
+                        self.scaler.step(opt)
+                        self.scaler.update()
+                    else:
+                        opt.step()
+                    opt.zero_grad(set_to_none=True)
+                    if sched is not None:
+                        sched.step()
+                    self.global_step += 1
+            else:
+                self.global_step += 1
+            if self.global_step % c.log_every_steps == 0 and self.batch_in_epoch % self.accumulate == 0:
+                self.log({"kind": "step", "epoch": self.epoch + 1, "step": self.global_step,
+                          "train_loss": float(loss.detach()), "lr": self.current_lr()})
+            for cb in batch_end:
+                cb.on_train_batch_end(self, loss)
+        if not on_cpu:
+            self._loss_sum += float(loss_sum_t)
+        return self._loss_sum / max(1, self._loss_count)
+
+    def _diverged(self, value: float) -> None:
+        last = self.run_dir / "checkpoints" / "last.safetensors" if self.run_dir else None
+        kept = f"; the last good checkpoint is kept at {last}" if last is not None and last.exists() else ""
+        raise TrainingDiverged(f"training loss became {value} at epoch {self.epoch + 1}, step {self.global_step}"
+                               f"{kept} (try a lower --lr or trainer.grad_clip)")
+
+    @torch.no_grad()
+    def evaluate(self, loader: ArrayLoader, task: Task | None = None) -> dict[str, Any]:
+        """Run ``task.evaluation_step`` over ``loader`` and return ``task.compute_metrics()``."""
+        task = task or self.task
+        was_training = task.training
+        task.eval()
+        task.reset_metrics()
+        with torch.inference_mode():
+            for batch in loader:
+                with self.autocast():
+                    task.evaluation_step(self._to_device(batch))
+        metrics = task.compute_metrics()
+        task.train(was_training)
+        return metrics
+
+    def current_lr(self) -> float:
+        opt = next(iter(self.optimizers.values()), None)
+        return float(opt.param_groups[0]["lr"]) if opt is not None else 0.0
+
+    def log(self, record: dict[str, Any]) -> None:
+        if record.get("kind") == "epoch":
+            self.history.append(record)
+        for cb in self.callbacks:
+            cb.on_log(self, record)
+
+    # ------------------------------------------------------------------ checkpoint / resume
+    def state_dict(self, epoch_done: bool = False) -> dict[str, Any]:
+        rng = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "model": self.unwrapped_model.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "scheduler": self.schedule.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "rng": rng,
+            "trainer": {"epoch": self.epoch, "global_step": self.global_step, "batch_in_epoch": self.batch_in_epoch,
+                        "loss_sum": self._loss_sum, "loss_count": self._loss_count, "elapsed": self.elapsed},
+            "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
+            "history": self.history,
+        }
+
+    def save_checkpoint(self, path: str | Path, epoch_done: bool = False) -> None:
+        save_state(path, self.state_dict(epoch_done))
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        try:
+            self.unwrapped_model.load_state_dict(state["model"])
+            for name, opt in self.optimizers.items():
+                opt.load_state_dict(state["optimizers"][name])
+            self.schedule.load_state_dict(state.get("scheduler") or {})
+            if self.scaler and state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+            t = state["trainer"]
+        except (KeyError, RuntimeError, ValueError) as exc:
+            raise DeepfoundryError(f"checkpoint does not match this model/optimizer: {str(exc).splitlines()[0]}") from exc
+        self.epoch, self.global_step, self.batch_in_epoch = t["epoch"], t["global_step"], t["batch_in_epoch"]
+        self._loss_sum, self._loss_count, self.elapsed = t["loss_sum"], t["loss_count"], t["elapsed"]
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and self.device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        for cb in self.callbacks:
+            cb.load_state_dict(state.get("callbacks", {}).get(type(cb).__name__, {}))
+        self.history = list(state.get("history", []))

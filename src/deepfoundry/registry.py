@@ -1,0 +1,92 @@
+"""Registries: register builders by name, build them with keyword arguments, list them with docs.
+
+>>> from deepfoundry import MODELS
+>>> MODELS.build("mlp", in_features=4, num_classes=3)(torch.randn(2, 4)).shape
+torch.Size([2, 3])
+"""
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Any, Callable, Iterator, TypeVar
+
+from .errors import DeepfoundryError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Registry:
+    """A name -> builder table. Duplicate names raise; unknown names suggest the closest one."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._builders: dict[str, Callable[..., Any]] = {}
+
+    def register(self, name: str) -> Callable[[F], F]:
+        def decorator(fn: F) -> F:
+            if name in self._builders:
+                raise ValueError(f"{self.kind} {name!r} is already registered")
+            self._builders[name] = fn
+            return fn
+
+        return decorator
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._builders
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._builders))
+
+    def __len__(self) -> int:
+        return len(self._builders)
+
+    def names(self) -> list[str]:
+        return sorted(self._builders)
+
+    def get(self, name: str) -> Callable[..., Any]:
+        try:
+            return self._builders[name]
+        except KeyError:
+            close = difflib.get_close_matches(name, self._builders, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f"; available: {', '.join(self.names())}"
+            raise DeepfoundryError(f"{self.kind} {name!r} is not registered{hint}") from None
+
+    def describe(self, name: str) -> str:
+        """First line of the builder's docstring (what ``deepfoundry list`` prints)."""
+        doc = inspect.getdoc(self.get(name)) or ""
+        return doc.splitlines()[0] if doc else ""
+
+    def build(self, name: str, kwargs: dict[str, Any] | None = None, context: dict[str, Any] | None = None,
+              key: str | None = None) -> Any:
+        """Call the builder ``name``.
+
+        ``kwargs`` are the user's arguments: every one must be a parameter of the builder (an
+        unknown one is an error naming the config key ``key.<arg>``); ``None`` values are dropped
+        so the builder's defaults stay. ``context`` holds facts about the data (``num_classes``,
+        ``in_channels``, ``input_size``, ...) passed only to builders that accept them.
+        """
+        fn = self.get(name)
+        params = inspect.signature(fn).parameters
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        prefix = f"{key}." if key else ""
+        call: dict[str, Any] = {}
+        for k, v in (context or {}).items():
+            if (k in params or takes_any) and v is not None:
+                call[k] = v
+        for k, v in (kwargs or {}).items():
+            if v is None:
+                continue
+            if k not in params and not takes_any:
+                accepted = [p for p in params if params[p].kind is not inspect.Parameter.VAR_POSITIONAL]
+                raise DeepfoundryError(
+                    f"unknown config key '{prefix}{k}' for {self.kind} {name!r}; accepted: {', '.join(accepted)}")
+            call[k] = v
+        try:
+            return fn(**call)
+        except TypeError as exc:
+            raise DeepfoundryError(f"{self.kind} {name!r}: {exc}") from exc
+
+
+MODELS = Registry("model")
+DATASETS = Registry("dataset")
+TASKS = Registry("task")

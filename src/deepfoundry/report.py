@@ -1,0 +1,304 @@
+"""A self-contained HTML report of a finished run: ``run_dir/report.html`` plus ``run_dir/plots/*.png``.
+
+Sections: summary (metrics table and resolved config), learning curves, the test confusion matrix with
+per-class precision / recall / F1 (classification) or predicted-vs-true (regression), per-layer gradient
+norms (when the run logged them with ``trainer.grad_norms``) and, on request, the first convolution's
+filters and feature maps. Every plot is embedded as a base64 PNG, so the HTML file stands alone.
+
+>>> from deepfoundry import load_run
+>>> from deepfoundry.report import write_report
+>>> write_report(load_run("runs/lenet5-digits"), feature_maps=True)
+PosixPath('runs/lenet5-digits/report.html')
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from .config import dump_config  # noqa: E402
+from .errors import DeepfoundryError  # noqa: E402
+
+if TYPE_CHECKING:
+    from .api import Run
+
+NO_DATA = "<p class='no-data'>no data</p>"
+CSS = ("body{font-family:system-ui,sans-serif;max-width:1000px;margin:2em auto;color:#222}"
+       "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+       "th:first-child,td:first-child{text-align:left}pre{background:#f5f5f5;padding:1em;overflow:auto}"
+       "img{max-width:100%}.no-data{color:#888;font-style:italic}")
+
+
+def _embed(fig: plt.Figure, plots_dir: Path, name: str) -> str:
+    """Save ``fig`` as ``plots_dir/name.png``, close it, and return an ``<img>`` tag with the PNG inline."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    png = buf.getvalue()
+    (plots_dir / f"{name}.png").write_bytes(png)
+    return f"<img alt='{html.escape(name)}' src='data:image/png;base64,{base64.b64encode(png).decode('ascii')}'>"
+
+
+def _records(run: "Run", kind: str) -> list[dict[str, Any]]:
+    """All records of one ``kind`` (epoch, step, grad_norms) from ``metrics.jsonl``; [] when it is missing."""
+    path = run.path / "metrics.jsonl"
+    if not path.exists():
+        return []
+    rows = (json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
+    return [r for r in rows if r.get("kind") == kind]
+
+
+def _table(header: list[str], rows: list[list[Any]], css_class: str = "", footer: list[Any] | None = None) -> str:
+    def cell(v: Any, tag: str = "td") -> str:
+        text = f"{v:.4f}" if isinstance(v, float) else str(v)
+        return f"<{tag}>{html.escape(text)}</{tag}>"
+
+    head = "<thead><tr>" + "".join(cell(h, "th") for h in header) + "</tr></thead>" if any(header) else ""
+    body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows)
+    foot = "<tfoot><tr>" + "".join(cell(v) for v in footer) + "</tr></tfoot>" if footer else ""
+    return f"<table class='{css_class}'>{head}<tbody>{body}</tbody>{foot}</table>"
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    minutes, sec = divmod(float(seconds), 60)
+    return f"{int(minutes)} min {sec:.0f} s" if minutes else f"{sec:.1f} s"
+
+
+def summary_section(run: "Run") -> str:
+    """Recipe, model, data, device, duration and stop reason; final val/test scalars; the resolved config."""
+    cfg, res = run.config, run.results
+    epochs = res.get("epochs_run")
+    facts = [("recipe", cfg.name), ("model", cfg.model.name), ("dataset", cfg.data.name),
+             ("task", cfg.task.name), ("device", res.get("device", "unknown")),
+             ("epochs run", f"{epochs if epochs is not None else 'unknown'} of {cfg.trainer.epochs}"),
+             ("wall time", _duration(res.get("seconds"))),
+             ("stop reason", res.get("stop_reason") or ("finished all epochs" if res else "unknown"))]
+    out = _table([], [list(f) for f in facts], "facts")
+    splits = [s for s in ("val", "test") if res.get(s)]
+    names = [k for s in splits for k, v in res[s].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    names = list(dict.fromkeys(names))
+    rows = [[k] + [float(res[s][k]) if k in res[s] else "" for s in splits] for k in names]
+    out += "<h3>Final metrics</h3>" + (_table(["metric"] + splits, rows, "metrics") if rows else NO_DATA)
+    return out + f"<h3>Config</h3><pre>{html.escape(dump_config(cfg))}</pre>"
+
+
+def learning_curves_section(run: "Run", plots: Path) -> str:
+    """Losses per epoch, the other validation metrics per epoch, and the learning rate (log scale)."""
+    epochs, steps = run.history, _records(run, "step")
+    if not epochs:
+        return NO_DATA
+    x = [r["epoch"] for r in epochs]
+    fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    for key in ("train_loss", "val_loss"):
+        if any(key in r for r in epochs):
+            ax.plot(x, [r.get(key, math.nan) for r in epochs], marker="o", label=key)
+    ax.set(xlabel="epoch", ylabel="loss", title="Loss")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend()
+    out = _embed(fig, plots, "loss")
+
+    metrics = [k for k in dict.fromkeys(k for r in epochs for k in r) if k.startswith("val_") and k != "val_loss"]
+    values = {k: [r.get(k, math.nan) for r in epochs] for k in metrics}
+    scores = [k for k in metrics if np.nanmax(np.abs(values[k])) <= 1.0]  # accuracy, F1, R2... share one panel
+    panels = ([scores] if scores else []) + [[k] for k in metrics if k not in scores]
+    if panels:
+        fig, axes = plt.subplots(1, len(panels), figsize=(min(4.5 * len(panels), 14), 4), squeeze=False,
+                                 layout="constrained")
+        for ax, keys in zip(axes[0], panels):
+            for k in keys:
+                ax.plot(x, values[k], marker="o", label=k)
+            ax.set(xlabel="epoch", title=keys[0] if len(keys) == 1 else "Validation scores")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if len(keys) > 1:
+                ax.legend(fontsize="small")
+        out += _embed(fig, plots, "val_metrics")
+
+    lr_steps, lr_epochs = ([(r["step"], r["lr"]) for r in rows if r.get("lr", 0) > 0] for rows in (steps, epochs))
+    if not lr_epochs:  # e.g. tasks that step their own optimizers log no learning rate
+        return out + "<p class='no-data'>no data (learning rate)</p>"
+    fig, ax = plt.subplots(figsize=(7, 3.5), layout="constrained")
+    if lr_steps:
+        ax.plot(*zip(*lr_steps), label="per step")
+    ax.plot(*zip(*lr_epochs), "o", label="end of epoch")
+    ax.set(xlabel="step", ylabel="learning rate", yscale="log", title="Learning rate")
+    ax.legend()
+    return out + _embed(fig, plots, "lr")
+
+
+def per_class_metrics(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-class scores from a confusion matrix ``cm`` (rows: true class, columns: predicted), shape (C, C).
+
+    ``precision = TP / (TP + FP)`` (column sum), ``recall = TP / (TP + FN)`` (row sum),
+    ``F1 = 2 P R / (P + R)``; 0 where the denominator is 0. ``support`` is the row sum.
+
+    >>> per_class_metrics(np.array([[3, 1], [0, 4]]))["recall"]
+    array([0.75, 1.  ])
+    """
+    cm = np.asarray(cm, dtype=np.float64)
+    tp, predicted, support = np.diag(cm), cm.sum(axis=0), cm.sum(axis=1)
+    precision = np.divide(tp, predicted, out=np.zeros_like(tp), where=predicted > 0)
+    recall = np.divide(tp, support, out=np.zeros_like(tp), where=support > 0)
+    total = precision + recall
+    f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(tp), where=total > 0)
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support.astype(np.int64)}
+
+
+def confusion_section(run: "Run", plots: Path) -> str:
+    """The test confusion matrix (counts annotated up to 20 classes) and a per-class score table."""
+    cm = run.results.get("test", {}).get("confusion_matrix")
+    if not cm:
+        return NO_DATA
+    cm = np.asarray(cm, dtype=np.int64)  # (C, C)
+    n = len(cm)
+    names = [str(c) for c in run.info.get("class_names") or range(n)][:n]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.45 * n + 2), max(3.5, 0.45 * n + 1.5)), layout="constrained")
+    im = ax.imshow(cm, cmap="Blues")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    if n <= 40:
+        ax.set_xticks(range(n), names, rotation=90 if max(map(len, names)) > 3 else 0)
+        ax.set_yticks(range(n), names)
+    if n <= 20:
+        for i, j in np.ndindex(cm.shape):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=8,
+                    color="white" if cm[i, j] > cm.max() / 2 else "black")
+    ax.set(xlabel="predicted class", ylabel="true class", title="Confusion matrix (test)")
+    out = _embed(fig, plots, "confusion_matrix")
+    scores = per_class_metrics(cm)
+    rows = [[name, *(float(scores[k][i]) for k in ("precision", "recall", "f1")), int(scores["support"][i])]
+            for i, name in enumerate(names)]
+    macro = ["macro average", *(float(scores[k].mean()) for k in ("precision", "recall", "f1")),
+             int(scores["support"].sum())]
+    return out + _table(["class", "precision", "recall", "F1", "support"], rows, "per-class", macro)
+
+
+def regression_section(run: "Run", plots: Path, data_root: str | None) -> str:
+    """Predicted against true values on the test split, in the target's original units."""
+    split = run.data(data_root).test
+    if split.num_samples == 0:
+        return NO_DATA
+    mean, std = float(run.info.get("target_mean", 0.0)), float(run.info.get("target_std", 1.0))
+    true = (split.y.float() * std + mean).numpy().ravel()
+    pred = run.task.to("cpu").predict(split.x).numpy().ravel()  # predict() already returns original units
+    fig, ax = plt.subplots(figsize=(5, 5), layout="constrained")
+    ax.scatter(true, pred, s=12, alpha=0.7)
+    lo, hi = float(min(true.min(), pred.min())), float(max(true.max(), pred.max()))
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="perfect prediction")
+    r2 = run.results.get("test", {}).get("r2")
+    ax.set(xlabel="true value", ylabel="predicted value",
+           title="Predicted vs true (test)" + (f", R² = {r2:.3f}" if r2 is not None else ""))
+    ax.legend()
+    return _embed(fig, plots, "pred_vs_true")
+
+
+def gradient_section(records: list[dict[str, Any]], plots: Path) -> str:
+    """Per-layer gradient L2 norm over steps (log scale), legend ordered from input to output layer."""
+    layers = list(dict.fromkeys(k for r in records for k in r["grad_norms"]))  # named_parameters order
+    colours = plt.cm.viridis(np.linspace(0, 0.9, len(layers)))
+    fig, ax = plt.subplots(figsize=(8, 4.5), layout="constrained")
+    for layer, colour in zip(layers, colours):
+        pts = [(r["step"], r["grad_norms"][layer]) for r in records if layer in r["grad_norms"]]
+        ax.plot(*zip(*pts), label=layer, color=colour)
+    ax.set(xlabel="step", ylabel="gradient L2 norm", yscale="log", title="Per-layer gradient norms")
+    fig.legend(title="input → output", fontsize="small", loc="outside right center")
+    return ("<p>Each line is the L2 norm of one layer's gradient, ||dL/dW||₂, colour-coded from the input "
+            "layer (dark) to the output layer (bright). Norms that shrink layer by layer towards the input "
+            "mean vanishing gradients (early layers barely learn); norms that grow towards the input mean "
+            "exploding gradients.</p>" + _embed(fig, plots, "grad_norms"))
+
+
+def first_conv(model: nn.Module) -> nn.Conv2d | None:
+    """The first ``nn.Conv2d`` in ``model.modules()`` order, or None."""
+    return next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+
+
+def _as_image(t: torch.Tensor) -> np.ndarray:
+    """(C, H, W) -> an array for imshow, scaled to [0, 1]: RGB (H, W, 3) when C == 3, else the channel mean."""
+    img = t.permute(1, 2, 0) if t.shape[0] == 3 else t.mean(dim=0)
+    img = img - img.min()
+    return (img / img.max().clamp_min(1e-12)).numpy()
+
+
+def _grid(panels: list[tuple[str, np.ndarray, str]], title: str) -> plt.Figure:
+    """Images in a near-square grid; each panel is ``(label, image, colour map)``."""
+    cols = math.ceil(math.sqrt(len(panels)))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.5 * rows + 0.4), squeeze=False,
+                             layout="constrained")
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, (label, img, cmap) in zip(axes.ravel(), panels):
+        ax.imshow(img, cmap=None if img.ndim == 3 else cmap)
+        ax.set_title(label, fontsize=7)
+    fig.suptitle(title)
+    return fig
+
+
+@torch.no_grad()
+def feature_maps_section(run: "Run", conv: nn.Conv2d, plots: Path, data_root: str | None,
+                         limit: int = 64) -> str:
+    """The first convolution's filters and its output channels for the first test image (up to ``limit``)."""
+    weight = conv.weight.detach().float().cpu()  # (out_channels, in_channels, kh, kw)
+    filters = [(f"filter {i}", _as_image(w), "gray") for i, w in enumerate(weight[:limit])]
+    out = _embed(_grid(filters, f"First convolution filters {tuple(weight.shape)}"), plots, "filters")
+    data = run.data(data_root)
+    split = next((s for s in (data.test, data.val, data.train) if s.num_samples), None)
+    if split is None:
+        return out + NO_DATA
+    captured: list[torch.Tensor] = []
+    handle = conv.register_forward_hook(lambda module, inputs, output: captured.append(output.detach()))
+    try:
+        run.model.cpu().eval()(split.x[:1].float())
+    finally:
+        handle.remove()
+    maps = captured[0][0].float()  # (out_channels, H', W')
+    panels = [("input", _as_image(split.x[0].float()), "gray")]
+    panels += [(f"channel {i}", _as_image(m[None]), "viridis") for i, m in enumerate(maps[:limit - 1])]
+    fig = _grid(panels, f"Feature maps of the first convolution {tuple(maps.shape)}")
+    return out + _embed(fig, plots, "feature_maps")
+
+
+def write_report(run: "Run", feature_maps: bool = False, data_root: str | None = None) -> Path:
+    """Write ``run.path / "report.html"`` (plots also under ``run.path / "plots"``) and return its path.
+
+    ``feature_maps`` adds the first convolution's filters and feature maps (raises
+    :class:`DeepfoundryError` for models without one); ``data_root`` overrides ``data.root`` where the
+    report needs data (regression scatter, feature maps).
+    """
+    conv = first_conv(run.model) if feature_maps else None
+    if feature_maps and conv is None:
+        raise DeepfoundryError(f"model {run.config.model.name!r} has no convolution layer; "
+                               "--feature-maps needs a CNN")
+    plots = run.path / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    sections = [("Summary", summary_section(run)), ("Learning curves", learning_curves_section(run, plots))]
+    if run.info.get("task_type") == "regression":
+        sections.append(("Predicted vs true", regression_section(run, plots, data_root)))
+    else:
+        sections.append(("Confusion matrix", confusion_section(run, plots)))
+    grad_records = _records(run, "grad_norms")
+    if grad_records:
+        sections.append(("Gradient norms", gradient_section(grad_records, plots)))
+    if conv is not None:
+        sections.append(("Filters and feature maps", feature_maps_section(run, conv, plots, data_root)))
+    title = html.escape(f"deepfoundry report: {run.config.name} ({run.path.name})")
+    body = "".join(f"<section><h2>{html.escape(name)}</h2>{content}</section>" for name, content in sections)
+    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{title}</title><style>{CSS}</style>"
+            f"</head><body><h1>{title}</h1>{body}</body></html>\n")
+    path = run.path / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path

@@ -1,0 +1,43 @@
+"""Shared test fixtures.
+
+Real data sets live beside the repository in ``../shared/datasets`` (see its README);
+``DEEPFOUNDRY_DATASETS`` points elsewhere. Tests that need them skip when they are absent.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+
+def shared_datasets_dir() -> Path:
+    """``$DEEPFOUNDRY_DATASETS``, else ``<repo>/../shared/datasets``."""
+    env = os.environ.get("DEEPFOUNDRY_DATASETS")
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+
+
+def require_shared_dataset(name: str = "") -> Path:
+    """The folder ``name`` inside the shared data sets (or the folder itself); skip the test when absent."""
+    root = shared_datasets_dir()
+    if not root.is_dir():
+        pytest.skip(f"../shared/datasets not found: {root} (set DEEPFOUNDRY_DATASETS to its location)")
+    folder = root / name if name else root
+    if not folder.exists():
+        pytest.skip(f"../shared/datasets not found: {folder} is missing")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def shared_datasets() -> Path:
+    """The shared data-set folder (skips the test when it is absent)."""
+    return require_shared_dataset()
+
+
+@pytest.fixture(scope="session")
+def shared_dataset() -> Callable[[str], Path]:
+    """``shared_dataset("mnist")`` -> the folder of one shared data set (skips the test when absent)."""
+    return require_shared_dataset
