@@ -217,7 +217,7 @@ class Trainer:
             else:
                 loss_sum_t += loss.detach()
                 if (self.batch_in_epoch + 1) % c.log_every_steps == 0:
-                    value = float(loss)
+                    value = float(loss.detach())
                     if not math.isfinite(value):
                         self._diverged(value)
             self._loss_count += 1

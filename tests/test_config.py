@@ -1,0 +1,58 @@
+"""Config: recipes, dotted overrides, one-line errors naming the key."""
+from __future__ import annotations
+
+import pytest
+
+from deepfoundry import DeepfoundryError
+from deepfoundry.config import apply_overrides, load_config, parse_value, recipe_names
+
+
+@pytest.mark.parametrize("name", recipe_names())
+def test_every_recipe_validates(name: str) -> None:
+    cfg = load_config(name)
+    assert cfg.name == name
+    assert cfg.description
+
+
+def test_overrides_types_and_nesting() -> None:
+    cfg = load_config("lenet5-digits", {"optim.lr": "1e-3", "trainer.epochs": 3, "model.dropout": 0.2,
+                                        "optim.scheduler.name": "cosine"})
+    assert cfg.optim.lr == pytest.approx(1e-3)
+    assert cfg.trainer.epochs == 3
+    assert cfg.model.builder_kwargs() == {"dropout": 0.2}
+    assert cfg.optim.scheduler.name == "cosine"
+    assert parse_value("true") is True and parse_value("[1, 2]") == [1, 2] and parse_value("1e-4") == 1e-4
+
+
+def test_list_overrides() -> None:
+    raw = apply_overrides({"a": {"b": 1}}, ["a.c=2", "d=x"])
+    assert raw == {"a": {"b": 1, "c": 2}, "d": "x"}
+    with pytest.raises(DeepfoundryError, match="key=value"):
+        apply_overrides({}, ["novalue"])
+
+
+def test_unknown_key_names_it() -> None:
+    with pytest.raises(DeepfoundryError, match=r"^unknown config key 'trainer.epoch'$"):
+        load_config("lenet5-digits", {"trainer.epoch": 3})
+
+
+def test_wrong_type_names_key_and_value() -> None:
+    with pytest.raises(DeepfoundryError, match=r"config key 'trainer.epochs'.*integer.*'ten'"):
+        load_config("lenet5-digits", {"trainer.epochs": "ten"})
+    with pytest.raises(DeepfoundryError, match=r"config key 'optim.name'"):
+        load_config("lenet5-digits", {"optim.name": "adamx"})
+
+
+def test_unknown_recipe_suggests() -> None:
+    with pytest.raises(DeepfoundryError, match="did you mean 'lenet5-digits'"):
+        load_config("lenet5-digit")
+
+
+def test_yaml_file(tmp_path) -> None:
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: mine\nmodel: {name: mlp}\ntrainer: {epochs: 2}\n")
+    assert load_config(str(path)).trainer.epochs == 2
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(DeepfoundryError, match="not valid YAML"):
+        load_config(str(bad))
