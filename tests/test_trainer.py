@@ -162,7 +162,7 @@ def test_schedules_shape(sched: str) -> None:
         s.scheduler.step()
         lrs.append(opt.param_groups[0]["lr"])
     if sched == "onecycle":
-        assert max(lrs) == pytest.approx(0.1, rel=2e-2) and lrs[-1] < 1e-4
+        assert max(lrs) == pytest.approx(0.1, rel=2e-2) and lrs[38] < 1e-4  # the 40th step is past the cycle
     else:
         assert lrs[0] < lrs[9] <= 0.1 + 1e-9  # linear warm-up over the first epoch
     if sched == "step":
