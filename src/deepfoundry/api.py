@@ -22,7 +22,7 @@ from torch import nn
 from . import __version__
 from .config import RunConfig, dump_config, load_config, validate, read_yaml, apply_overrides
 from .data import DataBundle, apply_preprocess, build_data
-from .engine.checkpoint import atomic_write, load_weights, save_weights
+from .engine.checkpoint import atomic_write, load_state, load_weights, save_weights
 from .engine.trainer import Trainer
 from .errors import DeepfoundryError
 from .models import build_model
@@ -74,6 +74,7 @@ def train(recipe: str | Path | RunConfig, overrides: dict[str, Any] | list[str] 
         if not ckpt.is_file():
             raise DeepfoundryError(f"run '{run_dir}' has no checkpoint to resume from ({ckpt} is missing)")
         cfg = validate(apply_overrides(read_yaml(run_dir / "config.yaml"), overrides))
+        ckpt = load_state(ckpt)  # read (and check) it before any work starts
     else:
         cfg = recipe if isinstance(recipe, RunConfig) else load_config(recipe, overrides)
         run_dir = Path(out) if out is not None else default_run_dir(cfg.name)

@@ -153,13 +153,13 @@ class Trainer:
         return batch
 
     # ------------------------------------------------------------------ the loop
-    def fit(self, task: Task, data: DataBundle, resume_from: str | Path | None = None) -> list[dict[str, Any]]:
+    def fit(self, task: Task, data: DataBundle, resume_from: str | Path | dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Train ``task`` on ``data.train``, validating on ``data.val`` after every epoch."""
         self._setup(task, data)
         self.data = data
-        if resume_from is not None:
-            self._restore(load_state(resume_from))
-            self.resumed_from = Path(resume_from)
+        if resume_from is not None:  # a checkpoint path, or a state already read with load_state
+            self._restore(resume_from if isinstance(resume_from, dict) else load_state(resume_from))
+            self.resumed_from = Path(self.run_dir or ".") if isinstance(resume_from, dict) else Path(resume_from)
         for cb in self.callbacks:
             cb.on_fit_start(self)
         try:
@@ -294,7 +294,7 @@ class Trainer:
             "scheduler": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "rng": rng,
-            "trainer": {"epoch": self.epoch, "global_step": self.global_step, "batch_in_epoch": self.batch_in_epoch,
+            "trainer": {"epochs": self.epochs, "epoch": self.epoch, "global_step": self.global_step, "batch_in_epoch": self.batch_in_epoch,
                         "loss_sum": self._loss_sum, "loss_count": self._loss_count, "elapsed": self.elapsed},
             "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
             "history": self.history,
@@ -308,7 +308,13 @@ class Trainer:
             self.unwrapped_model.load_state_dict(state["model"])
             for name, opt in self.optimizers.items():
                 opt.load_state_dict(state["optimizers"][name])
+            sched = self.schedule.scheduler
+            fresh = {k: getattr(sched, k) for k in ("total_steps", "_schedule_phases") if hasattr(sched, k)}
             self.schedule.load_state_dict(state.get("scheduler") or {})
+            if state["trainer"].get("epochs", self.epochs) != self.epochs:
+                # a resumed run given more (or fewer) epochs stretches its schedule to the new length
+                for k, v in fresh.items():
+                    setattr(sched, k, v)
             if self.scaler and state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
             t = state["trainer"]
