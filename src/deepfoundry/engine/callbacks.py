@@ -223,7 +223,7 @@ class ProgressBar(Callback):
     def __init__(self, enabled: bool = True) -> None:
         from rich.console import Console
 
-        self.console = Console(stderr=True)
+        self.console = Console(stderr=True, soft_wrap=True)  # never break lines mid-metric in logs
         self.enabled = enabled
         self._progress = None
         self._task = None
