@@ -75,7 +75,7 @@ def trainer(x: torch.Tensor, y: torch.Tensor, run_dir: str | None = None) -> flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=8)
     args = parser.parse_args()
     torch.manual_seed(0)
     x, y = torch.randn(N, D), torch.randint(0, C, (N,))
@@ -85,8 +85,9 @@ def main() -> None:
     plain_tensors(x, y)
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
-            runs["plain (tensors)"].append(plain_tensors(x, y))
-            runs["trainer"].append(trainer(x, y))
+            first, second = (plain_tensors, trainer) if r % 2 == 0 else (trainer, plain_tensors)
+            for fn in (first, second):  # alternate which goes first
+                runs["plain (tensors)" if fn is plain_tensors else "trainer"].append(fn(x, y))
             runs["plain (DataLoader)"].append(plain_dataloader(x, y))
             runs["trainer + run dir"].append(trainer(x, y, f"{tmp}/run{r}"))
     base = statistics.median(runs["plain (tensors)"])

@@ -54,6 +54,7 @@ def _linear_baseline(data) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("model", ["vgg11_bn", "alexnet"])
 def test_vgg_and_alexnet_beat_linear_baseline_on_cifar10(model: str, tmp_path: Path) -> None:
     """Full-width VGG11-BN and AlexNet, end to end on 5,000 CIFAR-10 images (the local binary copy)."""

@@ -229,3 +229,17 @@ def test_custom_model_with_trainer(tmp_path: Path) -> None:
     assert trainer.evaluate(data.test)["accuracy"] >= 0.9
     assert (tmp_path / "mine" / "checkpoints" / "best.safetensors").exists()
     assert "on_epoch_end" in trainer.describe_loop()
+
+
+def test_tensorboard_events_and_bf16_autocast(tmp_path: Path) -> None:
+    run = deepfoundry.train("mlp-digits", overrides={"trainer.progress": False, "trainer.epochs": 2,
+                                                     "trainer.precision": "bf16"}, out=tmp_path / "tb")
+    assert list((run.path / "tensorboard").glob("events.out.tfevents.*"))
+    assert run.results["test"]["accuracy"] > 0.8  # bf16 autocast on the CPU still learns
+
+
+def test_unavailable_device_is_a_clear_error() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(DeepfoundryError, match="CUDA is not available"):
+        deepfoundry.Trainer(TrainerConfig(device="cuda"))

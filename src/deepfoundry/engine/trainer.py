@@ -134,10 +134,12 @@ class Trainer:
         self._hooks = {h: [cb for cb in self.callbacks if cbs.overrides(cb, h)]
                        for h in ("on_after_backward", "on_train_batch_end")}
 
+    _NO_AUTOCAST = contextlib.nullcontext()  # reusable, so the fp32 hot path allocates nothing
+
     def autocast(self) -> contextlib.AbstractContextManager:
         p = self.config.precision
         if p == "32":
-            return contextlib.nullcontext()
+            return self._NO_AUTOCAST
         return torch.autocast(self.device.type, dtype=torch.bfloat16 if p == "bf16" else torch.float16)
 
     def _to_device(self, batch: Any) -> Any:
@@ -205,8 +207,10 @@ class Trainer:
         after_backward, batch_end = self._hooks["on_after_backward"], self._hooks["on_train_batch_end"]
         n_batches = len(loader)
         loss_sum_t = torch.zeros((), device=self.device)
+        move = self.device.type != "cpu" or c.channels_last  # CPU tensors need no copy
         for batch in loader.epoch_batches(self.epoch, skip=self.batch_in_epoch):
-            batch = self._to_device(batch)
+            if move:
+                batch = self._to_device(batch)
             with self.autocast():
                 loss = task.training_step(batch)
             if on_cpu:  # reading the loss back is free on the CPU: check every step, before the update
