@@ -1,6 +1,7 @@
 """Registries: register builders by name, build them with keyword arguments, list them with docs.
 
 >>> from deepfoundry import MODELS
+>>> import torch
 >>> MODELS.build("mlp", in_features=4, num_classes=3)(torch.randn(2, 4)).shape
 torch.Size([2, 3])
 """
@@ -57,15 +58,17 @@ class Registry:
         return doc.splitlines()[0] if doc else ""
 
     def build(self, name: str, kwargs: dict[str, Any] | None = None, context: dict[str, Any] | None = None,
-              key: str | None = None) -> Any:
+              key: str | None = None, **more: Any) -> Any:
         """Call the builder ``name``.
 
         ``kwargs`` are the user's arguments: every one must be a parameter of the builder (an
         unknown one is an error naming the config key ``key.<arg>``); ``None`` values are dropped
         so the builder's defaults stay. ``context`` holds facts about the data (``num_classes``,
         ``in_channels``, ``input_size``, ...) passed only to builders that accept them.
+        Keyword arguments after ``key`` are merged into ``kwargs``.
         """
         fn = self.get(name)
+        kwargs = {**(kwargs or {}), **more}
         params = inspect.signature(fn).parameters
         takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
         prefix = f"{key}." if key else ""
