@@ -109,15 +109,30 @@ def apply_preprocess(x: torch.Tensor, preprocess: dict[str, Any] | None) -> torc
     return (x - mean) / std
 
 
+MODALITIES = ["images", "tabular"]
+"""Modules of this package whose import registers dataset builders."""
+
+
 def build_data(cfg: Any, seed: int = 0) -> DataBundle:
     """``cfg`` is a :class:`~deepfoundry.config.DataConfig`: build the registered dataset, fit the
-    standardisation on its training split, and return loaders."""
-    from ..registry import DATASETS
-    from . import images, tabular  # noqa: F401  (register the builders)
+    standardisation on its training split, and return loaders.
 
+    A builder returns :class:`Splits` (tensors; this function standardises and wraps them in
+    :class:`ArrayLoader`) or a ready :class:`DataBundle` whose loaders follow ArrayLoader's protocol
+    (``__len__``, ``epoch_batches(epoch, skip)``, ``__iter__``, ``num_samples``)."""
+    import importlib
+
+    from ..registry import DATASETS
+
+    for module in MODALITIES:  # register the builders
+        importlib.import_module(f"{__package__}.{module}")
     context = {"root": cfg.root, "download": cfg.download, "val_fraction": cfg.val_fraction,
-               "test_fraction": cfg.test_fraction, "seed": seed}
-    splits: Splits = DATASETS.build(cfg.name, cfg.builder_kwargs(), context=context, key="data")
+               "test_fraction": cfg.test_fraction, "seed": seed, "batch_size": cfg.batch_size,
+               "eval_batch_size": cfg.eval_batch_size}
+    splits = DATASETS.build(cfg.name, cfg.builder_kwargs(), context=context, key="data")
+    if isinstance(splits, DataBundle):  # modalities with their own loaders (graphs, ...) build the bundle
+        splits.info.setdefault("dataset", cfg.name)
+        return splits
     info = dict(splits.info)
     info["dataset"] = cfg.name
     (xtr, ytr), (xva, yva), (xte, yte) = splits.train, splits.val, splits.test
