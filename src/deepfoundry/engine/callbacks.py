@@ -120,7 +120,7 @@ class Checkpoint(Callback):
             from .checkpoint import save_state
             save_state(self.best_path, {"model": trainer.unwrapped_model.state_dict(),
                                         "epoch": record["epoch"], self.monitor: value})
-        trainer.save_checkpoint(self.last_path, epoch_done=True)
+        trainer.save_checkpoint(self.last_path)
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "best_epoch": self.best_epoch}

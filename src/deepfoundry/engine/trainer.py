@@ -288,7 +288,7 @@ class Trainer:
             cb.on_log(self, record)
 
     # ------------------------------------------------------------------ checkpoint / resume
-    def state_dict(self, epoch_done: bool = False) -> dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         rng = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state_all()
@@ -304,8 +304,8 @@ class Trainer:
             "history": self.history,
         }
 
-    def save_checkpoint(self, path: str | Path, epoch_done: bool = False) -> None:
-        save_state(path, self.state_dict(epoch_done))
+    def save_checkpoint(self, path: str | Path) -> None:
+        save_state(path, self.state_dict())
 
     def _restore(self, state: dict[str, Any]) -> None:
         try:
