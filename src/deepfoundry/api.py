@@ -66,6 +66,16 @@ def train(recipe: str | Path | RunConfig, overrides: dict[str, Any] | list[str] 
     run directory whose ``checkpoints/last.safetensors`` is continued exactly (same final weights
     as an uninterrupted run); its saved config is used, with ``overrides`` applied on top.
     """
+    threads = torch.get_num_threads()
+    try:  # a recipe's trainer.threads applies to this run only, not to the rest of the process
+        return _train(recipe, overrides, out, resume, callbacks, show_loop)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(recipe: str | Path | RunConfig, overrides: dict[str, Any] | list[str] | None,
+           out: str | Path | None, resume: str | Path | None, callbacks: list[Any] | None,
+           show_loop: bool) -> "Run":
     if resume is not None:
         run_dir = Path(resume)
         ckpt = run_dir / "checkpoints" / "last.safetensors"
@@ -79,6 +89,10 @@ def train(recipe: str | Path | RunConfig, overrides: dict[str, Any] | list[str] 
         cfg = recipe if isinstance(recipe, RunConfig) else load_config(recipe, overrides)
         run_dir = Path(out) if out is not None else default_run_dir(cfg.name)
         ckpt = None
+    if cfg.task.name == "dqn":  # reinforcement learning: its own loop (deepfoundry.rl.dqn), same run layout
+        from .rl.dqn import train_rl
+
+        return train_rl(cfg, run_dir, ckpt)
     seed_everything(cfg.seed)
     data = build_data(cfg.data, seed=cfg.seed)
     context = model_context(data.info)

@@ -1,4 +1,4 @@
-"""The command line: ``deepfoundry list | train | evaluate | predict | report``.
+"""The command line: ``deepfoundry list | train | evaluate | predict | play | report``.
 
 Every verb takes a recipe name, a config file or a run directory. ``--json`` prints the result as
 one JSON object on the last line of stdout. Errors are one ``error:`` line on stderr with exit code
@@ -80,7 +80,7 @@ def train(
     run = train_run(recipe, overrides=flat, out=out, resume=resume, show_loop=show_loop)
     results = run.results
     print(f"run directory: {run.path}")
-    test = results.get("test", {})
+    test = results.get("test") or results.get("eval", {})  # RL runs report their greedy evaluation
     summary = ", ".join(f"{k} {v:.4f}" for k, v in test.items() if isinstance(v, float))
     print(f"test: {summary}  ({results.get('seconds', 0):.1f}s)")
     if as_json:
@@ -161,6 +161,33 @@ def predict(
         print("  ".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in r.items()))
     if as_json:
         _echo_json({"run": str(run_dir), "predictions": rows})
+
+
+@app.command()
+def play(
+    run_dir: Path = typer.Argument(..., help="run directory of a reinforcement-learning run (e.g. dqn-cartpole)"),
+    episodes: int = typer.Option(10, "--episodes", min=1, help="greedy episodes to play"),
+    seed: int = typer.Option(0, "--seed", help="seed of the first episode (then seed+1, ...)"),
+    record: Optional[Path] = typer.Option(None, "--record", help="write an animated GIF of the first episode here"),
+    as_json: bool = typer.Option(False, "--json", help="print mean_return and std_return as JSON on the last line"),
+) -> None:
+    """Play a trained agent's greedy policy; prints the mean and standard deviation of the return."""
+    from .api import load_run
+    from .rl.dqn import evaluate, load_qnetwork, record_gif
+
+    run = load_run(run_dir)
+    if run.info.get("task_type") != "rl":
+        raise DeepfoundryError(f"'{run_dir}' is not a reinforcement-learning run; play needs one (e.g. dqn-cartpole)")
+    q_network = load_qnetwork(run)
+    mean, std = evaluate(q_network, run.info["env_id"], episodes, seed)
+    print(f"{run.info['env_id']}: mean return {mean:.2f} +- {std:.2f} over {episodes} episodes")
+    result: dict[str, Any] = {"run": str(run_dir), "env_id": run.info["env_id"], "episodes": episodes,
+                              "mean_return": mean, "std_return": std}
+    if record is not None:
+        result["record"] = str(record_gif(q_network, run.info["env_id"], record, seed))
+        print(f"recording: {result['record']}")
+    if as_json:
+        _echo_json(result)
 
 
 @app.command()

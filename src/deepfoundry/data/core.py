@@ -109,7 +109,7 @@ def apply_preprocess(x: torch.Tensor, preprocess: dict[str, Any] | None) -> torc
     return (x - mean) / std
 
 
-MODALITIES = ["images", "tabular"]
+MODALITIES = ["images", "tabular", "graphs"]
 """Modules of this package whose import registers dataset builders."""
 
 

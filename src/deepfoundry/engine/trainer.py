@@ -112,6 +112,7 @@ class Trainer:
 
     def _setup(self, task: Task, data: DataBundle) -> None:
         c = self.config
+        self._threads_before = torch.get_num_threads()
         if c.threads:
             torch.set_num_threads(c.threads)
         if c.deterministic:
@@ -187,6 +188,7 @@ class Trainer:
                 for cb in self.callbacks:
                     cb.on_epoch_end(self, record)
         finally:
+            torch.set_num_threads(self._threads_before)
             if self.config.compile:
                 task.model = self.unwrapped_model
             for cb in self.callbacks:

@@ -16,7 +16,7 @@ import torch  # noqa: F401  (used by the doctest example)
 from torch import nn
 
 from ..registry import MODELS
-from . import alexnet, lenet, mlp, vgg  # noqa: F401  (register the builders)
+from . import alexnet, gnn, lenet, mlp, qnet, vgg  # noqa: F401  (register the builders)
 
 
 def build_model(name: str, kwargs: dict[str, Any] | None = None, context: dict[str, Any] | None = None) -> nn.Module:

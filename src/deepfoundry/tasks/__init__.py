@@ -4,7 +4,7 @@ from typing import Any
 from torch import nn
 
 from ..registry import TASKS
-from . import classification, regression  # noqa: F401  (register)
+from . import classification, node_classification, regression  # noqa: F401  (register)
 from .base import Task
 
 

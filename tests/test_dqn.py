@@ -1,0 +1,213 @@
+"""Deep Q-learning: replay buffer, epsilon schedule, TD target, a real CartPole run, resume, play, bad input."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import deepfoundry
+import deepfoundry.rl.dqn as dqn
+from deepfoundry import DeepfoundryError
+from deepfoundry.cli import main
+from deepfoundry.engine.checkpoint import load_state, load_weights
+from deepfoundry.rl.dqn import ReplayBuffer, evaluate, linear_schedule, td_target
+
+QUIET = {"trainer.progress": False}
+SMALL = {**QUIET, "model.hidden_sizes": [32, 32], "task.eval_every": 0, "task.final_eval_episodes": 3,
+         "task.learning_starts": 100, "task.train_freq": 4, "task.gradient_steps": 1, "task.batch_size": 32}
+
+
+class ToyEnv(gym.Env):
+    """Vector states, 2 actions, reward 1 per step; ends by termination after ``terminate_at`` steps (or never)."""
+
+    def __init__(self, terminate_at: int | None = None, pixels: bool = False) -> None:
+        self.terminate_at, self.t = terminate_at, 0
+        self.observation_space = (gym.spaces.Box(0, 255, (84, 84, 3), np.uint8) if pixels
+                                  else gym.spaces.Box(-1.0, 1.0, (3,), np.float32))
+        self.action_space = gym.spaces.Discrete(2)
+
+    def _obs(self):
+        if self.observation_space.dtype == np.uint8:
+            return np.full((84, 84, 3), self.t % 255, np.uint8)
+        return np.array([self.t / 10, 0.0, 1.0], np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        self.t += 1
+        return self._obs(), 1.0, self.terminate_at is not None and self.t >= self.terminate_at, False, {}
+
+
+for env_id, kwargs in {"DeepfoundryTruncated-v0": {}, "DeepfoundryTerminated-v0": {"terminate_at": 5},
+                       "DeepfoundryPixels-v0": {"pixels": True}}.items():
+    if env_id not in gym.registry:
+        gym.register(env_id, entry_point=ToyEnv, kwargs=kwargs, max_episode_steps=5)
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    out = capsys.readouterr()
+    return exc.value.code or 0, out.out, out.err
+
+
+def test_replay_buffer_wraps_around_and_samples_uniformly() -> None:
+    buffer = ReplayBuffer(3, (2,))
+    for i in range(5):  # 0, 1 are overwritten by 3, 4
+        buffer.add(np.array([i, i]), i % 2, float(i), np.array([i + 1, i + 1]), i == 4)
+    assert buffer.size == 3 and buffer.pos == 2
+    assert buffer.obs[:, 0].tolist() == [3.0, 4.0, 2.0] and buffer.rewards.tolist() == [3.0, 4.0, 2.0]
+    assert buffer.terminated.tolist() == [0.0, 1.0, 0.0] and buffer.actions.tolist() == [1, 0, 0]
+    batch = buffer.sample(3000, np.random.default_rng(0))
+    assert batch["obs"].shape == (3000, 2) and torch.equal(batch["next_obs"], batch["obs"] + 1)
+    counts = torch.bincount(batch["rewards"].long(), minlength=5)[2:]
+    assert counts.min() > 900  # each of the 3 stored transitions about 1000 times
+    again = buffer.sample(3000, np.random.default_rng(0))
+    assert torch.equal(again["obs"], batch["obs"])  # seeded
+
+
+def test_epsilon_schedule() -> None:
+    assert linear_schedule(1.0, 0.05, 1000, 0) == 1.0
+    assert linear_schedule(1.0, 0.05, 1000, 500) == pytest.approx(0.525)
+    assert linear_schedule(1.0, 0.05, 1000, 1000) == pytest.approx(0.05)
+    assert linear_schedule(1.0, 0.05, 1000, 10_000) == pytest.approx(0.05)
+
+
+def test_td_target_by_hand() -> None:
+    rewards, terminated = torch.tensor([1.0, 1.0, 0.5]), torch.tensor([0.0, 1.0, 0.0])
+    next_q_target = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 0.0]])
+    next_q_online = torch.tensor([[3.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    # DQN: r + 0.9 * max_a' Q_target(s', a'); the terminated row does not bootstrap
+    assert td_target(rewards, terminated, next_q_target, 0.9).tolist() == pytest.approx([2.8, 1.0, 5.0])
+    # Double DQN: the online net picks a' = [0, 1, 1], the target net rates it: [1, 4, 0]
+    assert td_target(rewards, terminated, next_q_target, 0.9, next_q_online).tolist() == pytest.approx([1.9, 1.0, 0.5])
+
+
+@pytest.mark.parametrize("env_id, expected", [("DeepfoundryTruncated-v0", [0.0] * 5),
+                                              ("DeepfoundryTerminated-v0", [0.0] * 4 + [1.0])])
+def test_truncation_bootstraps_termination_does_not(tmp_path: Path, env_id: str, expected: list[float]) -> None:
+    deepfoundry.train("dqn-cartpole", overrides={**SMALL, "task.env_id": env_id, "task.total_steps": 20},
+                      out=tmp_path / "run")
+    buffer = load_state(tmp_path / "run" / "checkpoints" / "last.safetensors")["buffer"]
+    assert buffer["size"] == 20 and buffer["terminated"].tolist() == expected * 4
+    assert buffer["next_obs"][4, 0].item() == pytest.approx(0.5)  # the real last state, not the reset one
+
+
+@pytest.fixture(scope="module")
+def cartpole_run(tmp_path_factory: pytest.TempPathFactory) -> deepfoundry.Run:
+    """A real 3,000-step CartPole run with the recipe's hyperparameters."""
+    return deepfoundry.train("dqn-cartpole", overrides={**QUIET, "task.total_steps": 3000, "task.eval_every": 0,
+                                                        "task.final_eval_episodes": 10},
+                             out=tmp_path_factory.mktemp("runs") / "cartpole")
+
+
+def test_short_cartpole_run_beats_random(cartpole_run: deepfoundry.Run) -> None:
+    env = gym.make("CartPole-v1")
+    random_returns = []
+    for i in range(10):
+        env.reset(seed=10_000 + i)
+        env.action_space.seed(i)
+        total, done = 0.0, False
+        while not done:
+            _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+            total, done = total + reward, terminated or truncated
+        random_returns.append(total)
+    results = cartpole_run.results
+    assert results["env_steps"] == 3000 and results["eval"]["episodes"] == 10
+    assert results["eval"]["mean_return"] > max(100.0, 3 * np.mean(random_returns))
+    for name in ("config.yaml", "metrics.jsonl", "model.safetensors", "model.json", "results.json",
+                 "checkpoints/last.safetensors"):
+        assert (cartpole_run.path / name).exists(), name
+    kinds = {json.loads(line)["kind"] for line in (cartpole_run.path / "metrics.jsonl").read_text().splitlines()}
+    assert {"episode", "eval", "train"} <= kinds
+    run = deepfoundry.load_run(cartpole_run.path)  # a finished run opens like any other
+    assert run.info["task_type"] == "rl" and run.info["env_id"] == "CartPole-v1"
+    mean, _ = evaluate(dqn.load_qnetwork(run), "CartPole-v1", 10, 10_000)
+    assert mean == pytest.approx(results["eval"]["mean_return"])  # the saved weights are the evaluated ones
+
+
+def test_cli_play_json(cartpole_run: deepfoundry.Run, capsys, tmp_path: Path) -> None:
+    code, out, err = run_cli(["play", str(cartpole_run.path), "--episodes", "3", "--seed", "5", "--json"], capsys)
+    assert code == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["episodes"] == 3 and result["mean_return"] > 50 and result["std_return"] >= 0
+    assert result["mean_return"] == pytest.approx(evaluate(dqn.load_qnetwork(cartpole_run), "CartPole-v1", 3, 5)[0])
+    pytest.importorskip("pygame", reason="--record renders CartPole with pygame (gymnasium[classic-control])")
+    code, out, err = run_cli(["play", str(cartpole_run.path), "--episodes", "1", "--record",
+                              str(tmp_path / "episode.gif")], capsys)
+    assert code == 0, err
+    assert (tmp_path / "episode.gif").stat().st_size > 1000
+
+
+def test_resume_is_exact(tmp_path: Path, monkeypatch) -> None:
+    overrides = {**SMALL, "task.total_steps": 1500, "task.checkpoint_every": 500, "task.eval_every": 250,
+                 "task.eval_episodes": 2}  # the best evaluated weights travel in the checkpoint too
+    saved: list[Path] = []
+    original = dqn.save_state
+
+    def keep_copies(path, state):  # keep every intermediate checkpoint, as if the run had been killed there
+        original(path, state)
+        saved.append(Path(shutil.copy(path, tmp_path / f"ckpt{len(saved)}.safetensors")))
+
+    monkeypatch.setattr(dqn, "save_state", keep_copies)
+    full = deepfoundry.train("dqn-cartpole", overrides=overrides, out=tmp_path / "full")
+    monkeypatch.setattr(dqn, "save_state", original)
+    assert len(saved) >= 3  # two mid-run (at episode ends) and the final one
+    interrupted = tmp_path / "interrupted"
+    (interrupted / "checkpoints").mkdir(parents=True)
+    shutil.copy(full.path / "config.yaml", interrupted / "config.yaml")
+    shutil.copy(saved[0], interrupted / "checkpoints" / "last.safetensors")
+    assert 500 <= load_state(saved[0])["step"] < 1500
+    resumed = deepfoundry.train(None, resume=interrupted)
+    a, b = load_weights(full.path / "model.safetensors"), load_weights(resumed.path / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed.results["eval"] == full.results["eval"]
+
+
+def test_unknown_task_key_names_it() -> None:
+    with pytest.raises(DeepfoundryError, match=r"^unknown config key 'task.gama' for task 'dqn'"):
+        deepfoundry.train("dqn-cartpole", overrides={"task.gama": 0.9})
+    with pytest.raises(DeepfoundryError, match=r"config key 'task.total_steps'"):
+        deepfoundry.train("dqn-cartpole", overrides={"task.total_steps": -1})
+
+
+@pytest.mark.parametrize("overrides, pattern", [
+    ({"task.env_id": "CartPol-v1"}, r"unknown environment id 'CartPol-v1' \(did you mean 'CartPole-v1'"),
+    ({"task.env_id": "Pendulum-v1"}, r"'Pendulum-v1' has a continuous action space .* DQN needs discrete actions"),
+    ({"task.env_id": "DeepfoundryPixels-v0"}, r"pixel observations of shape \(4, 84, 84\); the MLP Q-network "
+                                              r"needs vector states: use --set model.name=qnet_cnn"),
+])
+def test_bad_input_is_one_line_error(overrides: dict, pattern: str, capsys, tmp_path: Path) -> None:
+    args = ["train", "dqn-cartpole", "--out", str(tmp_path / "r")]
+    for k, v in overrides.items():
+        args += ["--set", f"{k}={v}"]
+    code, _, err = run_cli(args, capsys)
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    import re
+
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+def test_pixel_environment_with_the_nature_cnn(tmp_path: Path) -> None:
+    run = deepfoundry.train("dqn-cartpole", overrides={**SMALL, "model.name": "qnet_cnn", "model.hidden_sizes": None,
+                                                       "task.env_id": "DeepfoundryPixels-v0", "task.total_steps": 120,
+                                                       "task.final_eval_episodes": 1, "task.dueling": True},
+                            out=tmp_path / "pixels")
+    assert run.results["eval"]["mean_return"] == 5.0
+    assert dqn.load_qnetwork(run)(torch.zeros(2, 4, 84, 84, dtype=torch.uint8)).shape == (2, 2)
+
+
+@pytest.mark.slow
+def test_cartpole_recipe_reaches_475(tmp_path: Path) -> None:
+    run = deepfoundry.train("dqn-cartpole", overrides=QUIET, out=tmp_path / "cartpole")
+    assert run.results["first_reach"] is not None
+    assert run.results["eval"]["mean_return"] >= 475
