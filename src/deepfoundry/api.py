@@ -38,8 +38,10 @@ def seed_everything(seed: int) -> None:
 
 
 def model_context(info: dict[str, Any]) -> dict[str, Any]:
-    """The facts about the data that model builders may take (only those they accept are passed)."""
+    """The facts about the data that model builders may take (only those they accept are passed):
+    the common ``CONTEXT_KEYS`` plus whatever a dataset puts in ``info["model_context"]``."""
     ctx = {k: info[k] for k in CONTEXT_KEYS if info.get(k) is not None}
+    ctx.update(info.get("model_context") or {})  # modality-specific facts (vocab_size, horizon, ...)
     if "input_size" in ctx:
         ctx["input_size"] = tuple(ctx["input_size"])
     return ctx

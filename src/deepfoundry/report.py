@@ -286,10 +286,14 @@ def write_report(run: "Run", feature_maps: bool = False, data_root: str | None =
     plots = run.path / "plots"
     plots.mkdir(parents=True, exist_ok=True)
     sections = [("Summary", summary_section(run)), ("Learning curves", learning_curves_section(run, plots))]
-    if run.info.get("task_type") == "regression":
+    kind = run.info.get("task_type")
+    if kind == "regression":
         sections.append(("Predicted vs true", regression_section(run, plots, data_root)))
-    else:
+    elif kind == "classification":
         sections.append(("Confusion matrix", confusion_section(run, plots)))
+    extra = getattr(run.task, "report_sections", None)  # task-specific sections (samples, gates, ...)
+    if callable(extra):
+        sections.extend(extra(run, plots, data_root))
     grad_records = _records(run, "grad_norms")
     if grad_records:
         sections.append(("Gradient norms", gradient_section(grad_records, plots)))
@@ -302,3 +306,9 @@ def write_report(run: "Run", feature_maps: bool = False, data_root: str | None =
     path = run.path / "report.html"
     path.write_text(page, encoding="utf-8")
     return path
+
+
+# Public names for task-specific report sections (``Task.report_sections(run, plots, data_root)``
+# returns ``[(title, html), ...]``; build the html with these).
+embed_figure = _embed
+html_table = _table

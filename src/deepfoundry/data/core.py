@@ -109,8 +109,11 @@ def apply_preprocess(x: torch.Tensor, preprocess: dict[str, Any] | None) -> torc
     return (x - mean) / std
 
 
-MODALITIES = ["images", "tabular", "graphs"]
-"""Modules of this package whose import registers dataset builders."""
+def register_all() -> None:
+    """Import every module of :mod:`deepfoundry.data` (one per modality), which registers its builders."""
+    from .._discover import import_submodules
+
+    import_submodules(__package__, skip=("core",))
 
 
 def build_data(cfg: Any, seed: int = 0) -> DataBundle:
@@ -120,12 +123,9 @@ def build_data(cfg: Any, seed: int = 0) -> DataBundle:
     A builder returns :class:`Splits` (tensors; this function standardises and wraps them in
     :class:`ArrayLoader`) or a ready :class:`DataBundle` whose loaders follow ArrayLoader's protocol
     (``__len__``, ``epoch_batches(epoch, skip)``, ``__iter__``, ``num_samples``)."""
-    import importlib
-
     from ..registry import DATASETS
 
-    for module in MODALITIES:  # register the builders
-        importlib.import_module(f"{__package__}.{module}")
+    register_all()
     context = {"root": cfg.root, "download": cfg.download, "val_fraction": cfg.val_fraction,
                "test_fraction": cfg.test_fraction, "seed": seed, "batch_size": cfg.batch_size,
                "eval_batch_size": cfg.eval_batch_size}

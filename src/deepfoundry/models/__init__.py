@@ -16,7 +16,9 @@ import torch  # noqa: F401  (used by the doctest example)
 from torch import nn
 
 from ..registry import MODELS
-from . import alexnet, gnn, lenet, mlp, qnet, vgg  # noqa: F401  (register the builders)
+from .._discover import import_submodules
+
+import_submodules(__name__)  # every module here registers its builders (mlp, lenet, rnn, ...)
 
 
 def build_model(name: str, kwargs: dict[str, Any] | None = None, context: dict[str, Any] | None = None) -> nn.Module:

@@ -4,8 +4,10 @@ from typing import Any
 from torch import nn
 
 from ..registry import TASKS
-from . import classification, node_classification, regression  # noqa: F401  (register)
+from .._discover import import_submodules
 from .base import Task
+
+import_submodules(__name__)  # every module here registers its tasks
 
 
 def build_task(cfg: Any, model: nn.Module, info: dict[str, Any]) -> Task:
