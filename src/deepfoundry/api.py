@@ -100,6 +100,9 @@ def _train(recipe: str | Path | RunConfig, overrides: dict[str, Any] | list[str]
     context = model_context(data.info)
     model = build_model(cfg.model.name, cfg.model.builder_kwargs(), context)
     task = build_task(cfg.task, model, data.info)
+    clip = getattr(model, "default_grad_clip", None)
+    if cfg.trainer.grad_clip is None and clip:  # recurrent models clip by default (exploding gradients)
+        cfg = cfg.model_copy(update={"trainer": cfg.trainer.model_copy(update={"grad_clip": float(clip)})})
     trainer = Trainer(cfg.trainer, cfg.optim, run_dir=run_dir, callbacks=callbacks)
     if show_loop:
         trainer.callbacks[0].console.print(trainer.describe_loop(), highlight=False)
