@@ -6,10 +6,13 @@ propagation matrix computed once (not per epoch), as a sparse CSR tensor::
 
     adjacency = D^-1/2 (A + I) D^-1/2,   D_ii = 1 + sum_j A_ij
 
-Training is full-batch (Kipf & Welling, 2017): every loader yields one batch, the whole graph with
-the boolean node ``mask`` of its split, so :class:`GraphLoader` has length 1 and ``num_samples`` is
-the number of nodes in the split. A batch is a ``dict`` of tensors, which the Trainer moves to the
-device like any other batch.
+Training is full-batch by default (Kipf & Welling, 2017): every loader yields one batch, the whole
+graph with the boolean node ``mask`` of its split, so :class:`GraphLoader` has length 1 and
+``num_samples`` is the number of nodes in the split. A batch is a ``dict`` of tensors, which the
+Trainer moves to the device like any other batch. ``data.batching=neighbor`` trains on sampled
+neighbourhoods of mini-batches of nodes instead (:mod:`deepfoundry.data.graph_sampling`). Sets of
+small graphs (graph classification) are in :mod:`deepfoundry.data.graph_sets`, a user's own graph
+from CSV files in :mod:`deepfoundry.data.graph_csv`.
 
 Planetoid files (``ind.<name>.{x,y,tx,ty,allx,ally,graph,test.index}``) are Python pickles of scipy
 and numpy objects. Nothing here calls ``pickle.load``: :class:`RestrictedUnpickler` resolves only
@@ -236,21 +239,45 @@ class GraphLoader:
         return self.epoch_batches(self.epoch)
 
 
-def graph_bundle(graph: Graph, class_names: list[str], split_note: str) -> DataBundle:
-    """Wrap ``graph`` in train / val / test :class:`GraphLoader` objects and the ``info`` models need."""
+def graph_bundle(graph: Graph, class_names: list[str], split_note: str, batching: str = "full",
+                 num_neighbors: list[int] | None = None, batch_size: int = 64, eval_batch_size: int = 1024,
+                 seed: int = 0) -> DataBundle:
+    """Wrap ``graph`` in train / val / test loaders and the ``info`` models need.
+
+    ``batching="full"`` (default): one :class:`GraphLoader` batch per epoch, the whole graph.
+    ``batching="neighbor"``: :class:`~deepfoundry.data.graph_sampling.NeighborLoader` mini-batches of
+    ``batch_size`` seed nodes (``eval_batch_size`` for val / test) with ``num_neighbors`` sampled
+    neighbours per hop, for graphs too large to propagate over at once.
+    """
     info = {"task_type": "classification", "num_classes": len(class_names), "class_names": list(class_names),
             "in_features": graph.x.shape[1], "num_nodes": graph.num_nodes, "num_edges": graph.edge_index.shape[1],
-            "input_kind": "graph", "preprocess": None, "split_note": split_note,
+            "input_kind": "graph", "preprocess": None, "split_note": split_note, "batching": batching,
             "num_train": int(graph.train_mask.sum()), "num_val": int(graph.val_mask.sum()),
             "num_test": int(graph.test_mask.sum())}
-    return DataBundle(train=GraphLoader(graph, graph.train_mask), val=GraphLoader(graph, graph.val_mask),
-                      test=GraphLoader(graph, graph.test_mask), info=info)
+    if batching == "full":
+        if num_neighbors is not None:
+            raise DeepfoundryError("data.num_neighbors needs data.batching=neighbor (full-batch training uses "
+                                   "every neighbour)")
+        return DataBundle(train=GraphLoader(graph, graph.train_mask), val=GraphLoader(graph, graph.val_mask),
+                          test=GraphLoader(graph, graph.test_mask), info=info)
+    if batching != "neighbor":
+        raise DeepfoundryError(f"data.batching must be 'full' or 'neighbor', received {batching!r}")
+    from .graph_sampling import NeighborLoader, check_num_neighbors
+
+    fanout = check_num_neighbors(num_neighbors if num_neighbors is not None else [10, 5])
+    info["num_neighbors"] = fanout
+    info["split_note"] = f"{split_note}; neighbour-sampled mini-batches of {batch_size} nodes, fan-outs {fanout}"
+    return DataBundle(
+        train=NeighborLoader(graph, graph.train_mask, batch_size, fanout, shuffle=True, seed=seed),
+        val=NeighborLoader(graph, graph.val_mask, eval_batch_size, fanout, seed=seed),
+        test=NeighborLoader(graph, graph.test_mask, eval_batch_size, fanout, seed=seed), info=info)
 
 
 # ----------------------------------------------------------------------------- karate club
 
 @DATASETS.register("karate")
-def karate() -> DataBundle:
+def karate(*, batching: str = "full", num_neighbors: list[int] | None = None, batch_size: int = 64,
+           eval_batch_size: int = 1024, seed: int = 0) -> DataBundle:
     """Zachary's karate club: 34 members, 78 friendships, 4 communities, 1 labelled member each (offline)."""
     from torch_geometric.datasets import KarateClub
 
@@ -258,7 +285,8 @@ def karate() -> DataBundle:
     train = d.train_mask.bool()
     graph = make_graph(d.x, d.y, d.edge_index, train, ~train, ~train, source="karate")
     note = "34 nodes: 4 labelled (one per community) train; the other 30 validate and test (transductive)"
-    return graph_bundle(graph, [f"community {i}" for i in range(4)], note)
+    return graph_bundle(graph, [f"community {i}" for i in range(4)], note, batching, num_neighbors, batch_size,
+                        eval_batch_size, seed)
 
 
 # ----------------------------------------------------------------------------- Planetoid
@@ -335,7 +363,7 @@ def _mask(index: np.ndarray, n: int) -> torch.Tensor:
     return mask
 
 
-def _planetoid(name: str, root: str | None, download: bool, row_normalize: bool) -> DataBundle:
+def _planetoid(name: str, root: str | None, download: bool, row_normalize: bool, **batching: Any) -> DataBundle:
     folder = Path(root).expanduser() if root else DEFAULT_DATA_HOME.expanduser() / name
     found = _locate_planetoid(name, folder)
     if found is None and download:
@@ -351,22 +379,31 @@ def _planetoid(name: str, root: str | None, download: bool, row_normalize: bool)
                        row_normalize=row_normalize, source=f"dataset {name!r}")
     note = (f"{n:,} nodes, {graph.edge_index.shape[1] // 2:,} undirected edges: the standard Planetoid split, "
             f"{len(tr)} train / {len(va)} val / {len(te)} test nodes")
-    return graph_bundle(graph, PLANETOID_CLASSES[name], note)
+    return graph_bundle(graph, PLANETOID_CLASSES[name], note, **batching)
 
 
 @DATASETS.register("cora")
-def cora(*, root: str | None = None, download: bool = False, row_normalize: bool = True) -> DataBundle:
+def cora(*, root: str | None = None, download: bool = False, row_normalize: bool = True, batching: str = "full",
+         num_neighbors: list[int] | None = None, batch_size: int = 64, eval_batch_size: int = 1024,
+         seed: int = 0) -> DataBundle:
     """Cora citation graph: 2,708 papers, 1,433 word features, 7 topics, standard 140/500/1,000 split."""
-    return _planetoid("cora", root, download, row_normalize)
+    return _planetoid("cora", root, download, row_normalize, batching=batching, num_neighbors=num_neighbors,
+                      batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed)
 
 
 @DATASETS.register("citeseer")
-def citeseer(*, root: str | None = None, download: bool = False, row_normalize: bool = True) -> DataBundle:
+def citeseer(*, root: str | None = None, download: bool = False, row_normalize: bool = True, batching: str = "full",
+         num_neighbors: list[int] | None = None, batch_size: int = 64, eval_batch_size: int = 1024,
+         seed: int = 0) -> DataBundle:
     """CiteSeer citation graph: 3,327 papers, 3,703 word features, 6 topics, standard 120/500/1,000 split."""
-    return _planetoid("citeseer", root, download, row_normalize)
+    return _planetoid("citeseer", root, download, row_normalize, batching=batching, num_neighbors=num_neighbors,
+                      batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed)
 
 
 @DATASETS.register("pubmed")
-def pubmed(*, root: str | None = None, download: bool = False, row_normalize: bool = True) -> DataBundle:
+def pubmed(*, root: str | None = None, download: bool = False, row_normalize: bool = True, batching: str = "full",
+         num_neighbors: list[int] | None = None, batch_size: int = 64, eval_batch_size: int = 1024,
+         seed: int = 0) -> DataBundle:
     """PubMed diabetes citation graph: 19,717 papers, 500 TF-IDF features, 3 classes, 60/500/1,000 split."""
-    return _planetoid("pubmed", root, download, row_normalize)
+    return _planetoid("pubmed", root, download, row_normalize, batching=batching, num_neighbors=num_neighbors,
+                      batch_size=batch_size, eval_batch_size=eval_batch_size, seed=seed)

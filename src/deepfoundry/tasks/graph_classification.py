@@ -1,0 +1,101 @@
+"""Graph classification: one class per graph, on mini-batches of many small graphs.
+
+A batch is the dict :meth:`deepfoundry.data.graph_sets.GraphSet.batch` returns (``x``, ``edge_index``,
+``batch``, ``y``, ``num_graphs``). The model reads the whole disjoint union and pools one vector per
+graph, ``Z = f(X, A, batch)`` of shape (B, C); the loss is the cross-entropy over the graphs::
+
+    loss = -1/B sum_g log softmax(Z_g)[y_g]
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import DeepfoundryError
+from ..registry import TASKS
+from .base import Task
+from .node_classification import confusion_metrics
+
+if TYPE_CHECKING:
+    from ..api import Run
+
+
+class GraphClassificationTask(Task):
+    """Cross-entropy on pooled graph logits; accuracy, macro precision/recall/F1, confusion matrix."""
+
+    def __init__(self, model: nn.Module, info: dict[str, Any], label_smoothing: float = 0.0) -> None:
+        super().__init__(model, info)
+        if info.get("input_kind") != "graph_set":
+            raise DeepfoundryError(f"task 'graph_classification' needs a set of graphs (synthetic-graphs, tu), "
+                                   f"received input_kind={info.get('input_kind')!r}"
+                                   + ("; use task.name=node_classification" if info.get("input_kind") == "graph" else ""))
+        if not hasattr(model, "features") or not hasattr(model, "head"):
+            raise DeepfoundryError(f"task 'graph_classification' needs a graph-level model (gin_graph, gcn_graph, "
+                                   f"sage_graph, mlp_graph), received {type(model).__name__}")
+        self.num_classes = int(info["num_classes"])
+        self.label_smoothing = label_smoothing
+        self.reset_metrics()
+
+    def logits(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Class logits of every graph of the batch (B, C)."""
+        return self.model(batch["x"], batch["edge_index"], batch["batch"], int(batch["num_graphs"]))
+
+    def training_step(self, batch: dict[str, Any]) -> torch.Tensor:
+        return F.cross_entropy(self.logits(batch), batch["y"], label_smoothing=self.label_smoothing)
+
+    def reset_metrics(self) -> None:
+        self._loss_sum, self._count = 0.0, 0
+        self._confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
+
+    def evaluation_step(self, batch: dict[str, Any]) -> None:
+        logits, y = self.logits(batch).float(), batch["y"]
+        self._loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+        self._count += len(y)
+        pairs = (y * self.num_classes + logits.argmax(dim=1)).cpu()
+        self._confusion += torch.bincount(pairs, minlength=self.num_classes ** 2).view(self.num_classes, -1)
+
+    def compute_metrics(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"loss": self._loss_sum / max(1, self._count)}
+        out.update(confusion_metrics(self._confusion.numpy()))
+        return out
+
+    @torch.no_grad()
+    def predict(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Class probabilities ``softmax(Z)`` (B, C) of the graphs of ``batch``."""
+        return torch.softmax(self.logits(batch).float(), dim=1)
+
+    @torch.no_grad()
+    def report_sections(self, run: "Run", plots: Path, data_root: str | None) -> list[tuple[str, str]]:
+        """A 2-D projection of the test graphs' pooled embeddings, coloured by class."""
+        from .graph_report import projection_figure
+        from ..report import embed_figure
+
+        data = run.data(data_root)
+        loader = next((s for s in (data.test, data.val, data.train) if s.num_samples), None)
+        if loader is None:
+            return []
+        self.eval()
+        feats, labels, preds = [], [], []
+        for batch in loader:
+            r = self.model.features(batch["x"], batch["edge_index"], batch["batch"], int(batch["num_graphs"]))
+            feats.append(r)
+            labels.append(batch["y"])
+            preds.append(self.model.head(r).argmax(dim=1))
+        fig, method = projection_figure(torch.cat(feats).numpy(), torch.cat(labels).numpy(), torch.cat(preds).numpy(),
+                                        self.info.get("class_names"), "graph")
+        text = (f"<p>Each point is one of the {len(torch.cat(labels))} graphs of the split, placed by a {method} "
+                "projection of its pooled readout (the input of the classifier head); left coloured by the true "
+                "class, right by the predicted one. Separate clusters mean the message passing found the "
+                "structure that tells the classes apart.</p>")
+        return [("Graph embeddings", text + embed_figure(fig, plots, "graph_embeddings"))]
+
+
+@TASKS.register("graph_classification")
+def graph_classification(*, model: nn.Module, info: dict[str, Any],
+                         label_smoothing: float = 0.0) -> GraphClassificationTask:
+    """Graph classification: cross-entropy on one pooled prediction per graph (mini-batches of graphs)."""
+    return GraphClassificationTask(model, info, label_smoothing=label_smoothing)
