@@ -1,0 +1,139 @@
+"""Language modelling: predict token ``t+1`` from tokens ``<= t``; sample text from the trained model.
+
+Loss: the mean next-token cross-entropy in nats per token,
+``L = -1/N sum_t log p(x_{t+1} | x_{<=t})``. Metrics: ``loss`` (nats/token), ``perplexity = exp(L)``,
+and for character tokenisers ``bpc = L / ln 2`` (bits per character).
+
+Training uses truncated backpropagation through time over windows of ``data.seq_len`` tokens
+(:class:`~deepfoundry.data.text.LMWindowLoader`: random offsets, shuffled windows, fresh zero state
+per window). Evaluation runs longer contiguous windows (``data.eval_seq_len``).
+
+Sampling (:meth:`LanguageModelTask.generate`): feed the prompt, then repeatedly draw
+``x_{t+1} ~ softmax(z_t / temperature)`` restricted to the ``top_k`` largest logits (``temperature=0``
+is greedy decoding), carrying the recurrent state so each new token costs one step.
+"""
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data.text import SPECIALS, tokenizer_from_json
+from ..errors import DeepfoundryError
+from ..registry import TASKS
+from .base import Task
+
+
+class LanguageModelTask(Task):
+    """Next-token cross-entropy for a model ``f(x, state) -> (logits (B, T, V), state)``."""
+
+    def __init__(self, model: nn.Module, info: dict[str, Any], sample_prompt: str = "\n", sample_tokens: int = 500,
+                 sample_temperature: float = 0.8, sample_top_k: int = 40, num_samples: int = 2) -> None:
+        super().__init__(model, info)
+        self.tokenizer = tokenizer_from_json(info["tokenizer"])
+        self.sample = {"prompt": sample_prompt, "tokens": sample_tokens, "temperature": sample_temperature,
+                       "top_k": sample_top_k}
+        self.num_samples = num_samples
+        self.reset_metrics()
+
+    def training_step(self, batch: Any) -> torch.Tensor:
+        x, y = batch  # (B, T), (B, T)
+        logits, _ = self.model(x)  # (B, T, V)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+    def reset_metrics(self) -> None:
+        self._nats, self._tokens = 0.0, 0
+
+    def evaluation_step(self, batch: Any) -> None:
+        x, y = batch
+        logits, _ = self.model(x)
+        self._nats += float(F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                            ignore_index=-100, reduction="sum"))
+        self._tokens += int((y != -100).sum())
+
+    def compute_metrics(self) -> dict[str, Any]:
+        loss = self._nats / max(1, self._tokens)
+        out = {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": self._tokens}
+        if self.tokenizer.kind == "char":
+            out["bpc"] = loss / math.log(2)
+        return out
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Next-token probabilities ``(B, V)`` after each sequence of ids ``x`` (B, T)."""
+        logits, _ = self.model(x)
+        return torch.softmax(logits[:, -1].float(), dim=-1)
+
+    @torch.no_grad()
+    def generate(self, prompt: str, tokens: int = 300, temperature: float = 0.8, top_k: int | None = 40,
+                 seed: int | None = None) -> str:
+        """The prompt followed by ``tokens`` sampled tokens, as text."""
+        if not prompt:
+            raise DeepfoundryError("the prompt is empty; give at least one character, e.g. --prompt 'ROMEO:'")
+        if tokens < 0 or temperature < 0:
+            raise DeepfoundryError(f"tokens and temperature must be >= 0, received {tokens} and {temperature}")
+        ids = self.tokenizer.encode(prompt)
+        limit = int(getattr(self.model, "max_length", 0) or 0)
+        if limit and len(ids) + tokens > limit:
+            raise DeepfoundryError(f"prompt ({len(ids)} tokens) + {tokens} new tokens = {len(ids) + tokens}, longer "
+                                   f"than the model's maximum of {limit} (set model.max_length when training)")
+        gen = torch.Generator().manual_seed(seed) if seed is not None else None
+        was_training = self.training
+        self.eval()
+        device = next(self.model.parameters()).device
+        logits, state = self.model(torch.tensor([ids], device=device))
+        z = logits[0, -1].float().cpu()  # (V,)
+        out = list(ids)
+        for _ in range(tokens):
+            z[:len(SPECIALS)] = -math.inf  # never emit <pad>, <unk>, <bos>, <eos>
+            if temperature == 0:
+                nxt = int(z.argmax())
+            else:
+                z = z / temperature
+                if top_k:
+                    kth = z.topk(min(top_k, z.numel())).values[-1]
+                    z = z.masked_fill(z < kth, -math.inf)
+                nxt = int(torch.multinomial(torch.softmax(z, dim=-1), 1, generator=gen))
+            out.append(nxt)
+            logits, state = self.model(torch.tensor([[nxt]], device=device), state)
+            z = logits[0, -1].float().cpu()
+        self.train(was_training)
+        return self.tokenizer.decode(out)
+
+    def samples(self, seed: int = 0) -> list[str]:
+        """``num_samples`` samples with the task's sample settings (``task.sample_*``)."""
+        s = self.sample
+        return [self.generate(s["prompt"], s["tokens"], s["temperature"], s["top_k"], seed=seed + i)
+                for i in range(self.num_samples)]
+
+    def on_train_end(self, run_dir: Path) -> None:
+        """Write ``samples.txt`` into the run directory (called by :func:`deepfoundry.train`)."""
+        s = self.sample
+        header = f"# prompt {s['prompt']!r}, {s['tokens']} tokens, temperature {s['temperature']}, top-k {s['top_k']}\n"
+        body = "\n\n----------\n\n".join(self.samples())
+        (Path(run_dir) / "samples.txt").write_text(header + body + "\n", encoding="utf-8")
+
+    def report_sections(self, run: Any, plots: Path, data_root: str | None) -> list[tuple[str, str]]:
+        path = Path(run.path) / "samples.txt"
+        text = path.read_text(encoding="utf-8") if path.exists() else "\n\n".join(self.samples())
+        metrics = run.results.get("val", {})
+        rows = [[k, v] for k, v in metrics.items() if k in ("loss", "perplexity", "bpc")]
+        from ..report import html_table
+
+        table = html_table(["validation", "value"], rows) if rows else ""
+        return [("Samples", f"{table}<pre style='white-space: pre-wrap'>{html.escape(text)}</pre>")]
+
+
+@TASKS.register("language_model")
+def language_model(*, model: nn.Module, info: dict[str, Any], sample_prompt: str = "\n", sample_tokens: int = 500,
+                   sample_temperature: float = 0.8, sample_top_k: int = 40, num_samples: int = 2) -> LanguageModelTask:
+    """Next-token prediction (cross-entropy); perplexity and bits per character; text sampling."""
+    if info.get("task_type") != "language_model":
+        raise DeepfoundryError(f"task 'language_model' needs a language-model data set (e.g. tinyshakespeare); "
+                               f"dataset {info.get('dataset')!r} is {info.get('task_type')!r}")
+    return LanguageModelTask(model, info, sample_prompt, sample_tokens, sample_temperature, sample_top_k, num_samples)
