@@ -16,10 +16,13 @@ from deepfoundry import DeepfoundryError
 from deepfoundry.cli import main
 from deepfoundry.engine.checkpoint import load_state, load_weights
 from deepfoundry.rl.dqn import ReplayBuffer, evaluate, linear_schedule, td_target
+from deepfoundry.rl.envs import atari_roms_available, make_env
+from deepfoundry.rl.replay import NStep, PrioritizedReplayBuffer, SumTree
 
 QUIET = {"trainer.progress": False}
 SMALL = {**QUIET, "model.hidden_sizes": [32, 32], "task.eval_every": 0, "task.final_eval_episodes": 3,
-         "task.learning_starts": 100, "task.train_freq": 4, "task.gradient_steps": 1, "task.batch_size": 32}
+         "task.learning_starts": 100, "task.train_freq": 4, "task.gradient_steps": 1, "task.batch_size": 32,
+         "task.n_step": 1}
 
 
 class ToyEnv(gym.Env):
@@ -74,6 +77,95 @@ def test_replay_buffer_wraps_around_and_samples_uniformly() -> None:
     assert torch.equal(again["obs"], batch["obs"])  # seeded
 
 
+def test_sum_tree_prefix_search() -> None:
+    tree = SumTree(5)  # 8 leaves
+    tree.update(np.arange(5), np.array([1.0, 2.0, 3.0, 0.0, 4.0]))
+    assert tree.total() == 10.0
+    # cumulative: [0,1) -> 0, [1,3) -> 1, [3,6) -> 2, [6,10) -> 4 (leaf 3 has priority 0)
+    assert tree.find(np.array([0.0, 0.99, 1.0, 2.99, 3.0, 5.99, 6.0, 9.99])).tolist() == [0, 0, 1, 1, 2, 2, 4, 4]
+    tree.update(np.array([0]), np.array([5.0]))
+    assert tree.total() == 14.0 and tree.find(np.array([4.5]))[0] == 0
+
+
+def test_prioritized_replay_samples_by_priority_with_is_weights() -> None:
+    buffer = PrioritizedReplayBuffer(4, (1,), alpha=1.0, eps=0.0)
+    for i in range(4):
+        buffer.add(np.array([i]), 0, float(i), np.array([i]), False)
+    buffer.update_priorities(torch.arange(4), torch.tensor([1.0, 1.0, 2.0, 4.0]))  # P = 1/8, 1/8, 2/8, 4/8
+    batch = buffer.sample(8000, np.random.default_rng(0), beta=1.0)
+    freq = torch.bincount(batch["indices"], minlength=4).float() / 8000
+    assert freq.tolist() == pytest.approx([0.125, 0.125, 0.25, 0.5], abs=0.02)
+    # w_i = (N P(i))^-1 / max_j w_j: [2, 2, 1, 0.5] / 2
+    weights = {int(i): float(w) for i, w in zip(batch["indices"], batch["weights"])}
+    assert [weights[i] for i in range(4)] == pytest.approx([1.0, 1.0, 0.5, 0.25])
+    assert torch.equal(batch["obs"][:, 0].long(), batch["indices"])  # rows match their slots
+    state = buffer.state_dict()
+    again = PrioritizedReplayBuffer(4, (1,), alpha=1.0, eps=0.0)
+    again.load_state_dict(state)
+    assert again.tree.total() == buffer.tree.total() == 8.0
+
+
+def test_n_step_returns_by_hand() -> None:
+    nstep = NStep(3, 0.5)
+    assert nstep.push("s0", 0, 1.0, "s1", False, False) == []
+    assert nstep.push("s1", 1, 2.0, "s2", False, False) == []
+    # full window: R = 1 + 0.5 * 2 + 0.25 * 4 = 3, bootstrap from s3 with 0.5^3
+    assert nstep.push("s2", 0, 4.0, "s3", False, False) == [("s0", 0, 3.0, "s3", False, 0.125)]
+    # termination flushes every pending start with a shorter return and no bootstrap
+    out = nstep.push("s3", 1, 8.0, "s4", True, False)
+    assert out == [("s1", 1, 2.0 + 2.0 + 2.0, "s4", True, 0.125), ("s2", 0, 4.0 + 4.0, "s4", True, 0.25),
+                   ("s3", 1, 8.0, "s4", True, 0.5)]
+    assert NStep(1, 0.9).push("a", 0, 1.0, "b", False, True) == [("a", 0, 1.0, "b", False, 0.9)]
+
+
+def test_options_train_together(tmp_path: Path) -> None:
+    """Prioritised replay, 3-step returns, dueling head, soft updates and 4 vectorised copies on CartPole."""
+    run = deepfoundry.train("dqn-cartpole", overrides={
+        **SMALL, "task.total_steps": 800, "task.prioritized": True, "task.n_step": 3, "task.dueling": True,
+        "task.tau": 0.05, "task.target_update": 1, "task.num_envs": 4, "task.checkpoint_every": 500,
+        "task.final_lr_fraction": 0.1, "task.log_every": 100}, out=tmp_path / "options")
+    r = run.results
+    assert r["env_steps"] == 800 and r["updates"] == (800 - 100) // 4 and r["episodes"] > 4 * 3
+    state = load_state(run.path / "checkpoints" / "last.safetensors")
+    assert len(state["env_rng"]) == 4 and "priorities" in state["buffer"]
+    discounts = state["buffer"]["discounts"]
+    k = torch.log(discounts.double()) / np.log(0.99)  # gamma^k: k steps until the bootstrap
+    assert torch.allclose(k, k.round(), atol=1e-4) and set(k.round().long().tolist()) == {1, 2, 3}
+    assert (k.round() == 3).double().mean() > 0.5  # most transitions are full 3-step ones
+    train = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()]
+    lrs = [t["lr"] for t in train if t["kind"] == "train" and t["updates"] > 0]
+    assert lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.0023 * 0.4  # linear decay towards 10%
+    resumed = deepfoundry.train(None, resume=run.path, overrides={"task.total_steps": 900})
+    assert resumed.results["env_steps"] == 900
+
+
+def test_report_of_an_rl_run(cartpole_run: deepfoundry.Run, capsys) -> None:
+    code, out, err = run_cli(["report", str(cartpole_run.path)], capsys)
+    assert code == 0, err
+    page = (cartpole_run.path / "report.html").read_text()
+    for title in ("Agent", "Episode return", "Q-values and loss"):
+        assert f"<h2>{title}</h2>" in page
+    assert page.count("data:image/png;base64") >= 2
+    assert (cartpole_run.path / "plots" / "episode_return.png").stat().st_size > 5000
+    assert (cartpole_run.path / "plots" / "q_values_loss.png").stat().st_size > 5000
+
+
+@pytest.mark.skipif(not atari_roms_available(), reason="ale-py with its bundled ROMs is not installed")
+def test_atari_pong_with_the_nature_cnn(tmp_path: Path) -> None:
+    env = make_env("ALE/Pong-v5")
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (4, 84, 84) and obs.dtype == np.uint8 and 50 < obs.mean() < 200  # grey, not black
+    env.close()
+    run = deepfoundry.train("dqn-pong", overrides={**QUIET, "task.total_steps": 64, "task.learning_starts": 32,
+                                                   "task.train_freq": 16, "task.batch_size": 8,
+                                                   "task.final_eval_episodes": 1, "task.eval_every": 0,
+                                                   "task.buffer_size": 64, "task.max_episode_steps": 20,
+                                                   "task.final_epsilon": 1.0},  # random play: few CNN passes
+                            out=tmp_path / "pong")
+    assert run.results["env_steps"] == 64 and run.results["updates"] == 2
+    assert dqn.load_qnetwork(run)(torch.as_tensor(obs[None])).shape == (1, 6)
+
+
 def test_epsilon_schedule() -> None:
     assert linear_schedule(1.0, 0.05, 1000, 0) == 1.0
     assert linear_schedule(1.0, 0.05, 1000, 500) == pytest.approx(0.525)
@@ -103,9 +195,10 @@ def test_truncation_bootstraps_termination_does_not(tmp_path: Path, env_id: str,
 
 @pytest.fixture(scope="module")
 def cartpole_run(tmp_path_factory: pytest.TempPathFactory) -> deepfoundry.Run:
-    """A real 3,000-step CartPole run with the recipe's hyperparameters."""
+    """A real 3,000-step CartPole run with the recipe's hyperparameters (one-step returns, constant lr)."""
     return deepfoundry.train("dqn-cartpole", overrides={**QUIET, "task.total_steps": 3000, "task.eval_every": 0,
-                                                        "task.final_eval_episodes": 10},
+                                                        "task.final_eval_episodes": 10, "task.n_step": 1,
+                                                        "task.final_lr_fraction": 1.0},
                              out=tmp_path_factory.mktemp("runs") / "cartpole")
 
 
@@ -130,7 +223,7 @@ def test_short_cartpole_run_beats_random(cartpole_run: deepfoundry.Run) -> None:
     assert {"episode", "eval", "train"} <= kinds
     run = deepfoundry.load_run(cartpole_run.path)  # a finished run opens like any other
     assert run.info["task_type"] == "rl" and run.info["env_id"] == "CartPole-v1"
-    mean, _ = evaluate(dqn.load_qnetwork(run), "CartPole-v1", 10, 10_000)
+    mean, _ = evaluate(dqn.load_qnetwork(run), "CartPole-v1", 10, 20_000)  # held-out final episodes
     assert mean == pytest.approx(results["eval"]["mean_return"])  # the saved weights are the evaluated ones
 
 

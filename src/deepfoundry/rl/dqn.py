@@ -1,13 +1,20 @@
 """Deep Q-learning (DQN, Mnih et al. 2015) with experience replay and a target network.
 
-Read top to bottom: the config, the environment and its checks, the replay buffer, the
-exploration schedule, the TD target, the agent, greedy evaluation, then the training loop.
+Read top to bottom: the config, the exploration schedule, the TD target, the agent, greedy
+evaluation, then the training loop. Environments are in :mod:`.envs`, the replay buffers (uniform,
+prioritised) and n-step returns in :mod:`.replay`.
 
-The Q-network is regressed (Huber loss) onto the one-step TD target, on uniform minibatches from
-the replay buffer, with a slowly updated copy ``Q_target`` of the network::
+The Q-network is regressed (Huber loss) onto the TD target, on minibatches from the replay
+buffer, with a slowly updated copy ``Q_target`` of the network (hard copies or Polyak averaging)::
 
-    y = r + gamma * (1 - done) * max_a' Q_target(s', a')                        (DQN)
-    y = r + gamma * (1 - done) * Q_target(s', argmax_a' Q(s', a'))             (Double DQN)
+    y = R + gamma^k * (1 - done) * max_a' Q_target(s', a')                      (DQN)
+    y = R + gamma^k * (1 - done) * Q_target(s', argmax_a' Q(s', a'))           (Double DQN)
+
+with ``R = r`` and ``k = 1`` for one-step returns, or ``R = sum_{j<k} gamma^j r_{t+j}`` over the
+next ``k <= n`` rewards of the episode (``task.n_step = n``). Prioritised replay weights each
+sample's loss by its importance-sampling weight. ``task.num_envs`` copies of the environment step
+together (gymnasium ``SyncVectorEnv``); every count (``train_freq``, ``eval_every``, ...) is in
+environment steps summed over the copies.
 
 ``done`` is *termination* only (the pole fell, the goal was reached). A time-limit *truncation*
 does not end the MDP, so that transition still bootstraps from ``s'``, the real last observation.
@@ -19,7 +26,6 @@ does not end the MDP, so that transition still bootstraps from ``s'``, the real 
 from __future__ import annotations
 
 import copy
-import difflib
 import json
 import sys
 import time
@@ -37,6 +43,8 @@ from ..engine.checkpoint import atomic_write, load_weights, save_state, save_wei
 from ..errors import DeepfoundryError
 from ..models import build_model, qnet  # noqa: F401  (registers qnet_mlp / qnet_cnn)
 from ..optim import build_optimizer
+from .envs import check_env, make_env, make_vec_env
+from .replay import NStep, PrioritizedReplayBuffer, ReplayBuffer
 
 if TYPE_CHECKING:
     from ..api import Run
@@ -62,6 +70,14 @@ class DQNConfig(BaseModel):
     final_epsilon: float = Field(0.04, ge=0.0, le=1.0, description="epsilon after the decay")
     double: bool = Field(True, description="Double DQN: the online network picks a', the target network rates it")
     dueling: bool = Field(False, description="dueling head: Q = V + A - mean(A)")
+    n_step: int = Field(1, ge=1, description="n-step returns: R = sum_{j<n} gamma^j r_{t+j}, bootstrap gamma^n")
+    prioritized: bool = Field(False, description="prioritised replay: P(i) ~ (|TD error| + eps)^alpha")
+    priority_alpha: float = Field(0.6, ge=0.0, le=1.0, description="prioritised replay: priority exponent alpha")
+    priority_beta: float = Field(0.4, ge=0.0, le=1.0, description="importance-sampling exponent at step 0 (-> 1)")
+    max_episode_steps: int | None = Field(None, gt=0, description="override the environment's time limit")
+    num_envs: int = Field(1, ge=1, description="environment copies stepped together (gymnasium SyncVectorEnv)")
+    final_lr_fraction: float = Field(1.0, ge=0.0, le=1.0,
+                                     description="lr decays linearly to optim.lr * this at total_steps (1: constant)")
     loss: Literal["huber", "mse"] = Field("huber", description="TD-error loss")
     max_grad_norm: float | None = Field(10.0, gt=0.0, description="clip the global gradient norm (None: off)")
     eval_every: int = Field(2_500, ge=0, description="environment steps between greedy evaluations (0: none)")
@@ -88,98 +104,11 @@ def parse_dqn_config(task: TaskConfig | dict[str, Any]) -> DQNConfig:
                                f"received {err.get('input')!r}") from None
 
 
-# ---------------------------------------------------------------- environment
-def make_env(env_id: str, render_mode: str | None = None) -> Any:
-    """``gymnasium.make(env_id)``; an unknown id suggests the closest registered ones.
-
-    Image observations ``(H, W, C)`` are turned into 4 stacked 84x84 grey frames ``(4, 84, 84)``.
-    """
-    import gymnasium as gym
-
-    if env_id not in gym.registry:
-        close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
-        hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
-        raise DeepfoundryError(f"unknown environment id {env_id!r}{hint}; any gymnasium id works, e.g. "
-                               "'CartPole-v1', 'Acrobot-v1', 'MountainCar-v0'")
-    try:
-        env = gym.make(env_id, **({"render_mode": render_mode} if render_mode else {}))
-    except Exception as exc:  # missing optional dependency (box2d, ale-py, mujoco, ...)
-        raise DeepfoundryError(f"environment {env_id!r} cannot be created: {str(exc).splitlines()[0]}") from None
-    shape = getattr(env.observation_space, "shape", None) or ()
-    if len(shape) == 3 and shape[-1] in (1, 3):
-        env = gym.wrappers.GrayscaleObservation(env)                  # (H, W)
-        if shape[:2] != (84, 84):
-            try:
-                env = gym.wrappers.ResizeObservation(env, (84, 84))  # (84, 84)
-            except gym.error.DependencyNotInstalled:
-                raise DeepfoundryError(f"environment {env_id!r} has {shape[0]}x{shape[1]} images; resizing them "
-                                       "to 84x84 needs opencv: pip install opencv-python") from None
-        env = gym.wrappers.FrameStackObservation(env, 4)                # (4, 84, 84)
-    return env
-
-
-def check_env(env: Any, env_id: str, model_name: str) -> tuple[tuple[int, ...], int]:
-    """The observation shape and the number of actions, or a one-line error if DQN cannot run it."""
-    import gymnasium as gym
-
-    if not isinstance(env.action_space, gym.spaces.Discrete):
-        raise DeepfoundryError(f"environment {env_id!r} has a continuous action space {env.action_space}; DQN needs "
-                               "discrete actions (try 'CartPole-v1', 'Acrobot-v1' or 'MountainCar-v0')")
-    shape = tuple(env.observation_space.shape or ())
-    if len(shape) != 1 and model_name == "qnet_mlp":
-        raise DeepfoundryError(f"environment {env_id!r} has pixel observations of shape {shape}; the MLP Q-network "
-                               "needs vector states: use --set model.name=qnet_cnn")
-    if len(shape) == 1 and model_name == "qnet_cnn":
-        raise DeepfoundryError(f"environment {env_id!r} has vector observations of shape {shape}; the CNN "
-                               "Q-network needs images: use --set model.name=qnet_mlp")
-    return shape, int(env.action_space.n)
-
-
 def network_context(shape: tuple[int, ...], num_actions: int, dueling: bool) -> dict[str, Any]:
     """What the Q-network builders may take from the environment."""
     ctx: dict[str, Any] = {"num_actions": num_actions, "dueling": dueling}
     ctx.update({"in_features": shape[0]} if len(shape) == 1 else {"in_channels": shape[0]})
     return ctx
-
-
-# ---------------------------------------------------------------- replay buffer
-class ReplayBuffer:
-    """Uniform experience replay in preallocated tensors; when full, the oldest transition is overwritten."""
-
-    def __init__(self, capacity: int, obs_shape: tuple[int, ...], obs_dtype: torch.dtype = torch.float32) -> None:
-        self.capacity, self.pos, self.size = capacity, 0, 0
-        self.obs = torch.zeros((capacity, *obs_shape), dtype=obs_dtype)       # (N, *obs)
-        self.next_obs = torch.zeros((capacity, *obs_shape), dtype=obs_dtype)  # (N, *obs)
-        self.actions = torch.zeros(capacity, dtype=torch.long)                # (N,)
-        self.rewards = torch.zeros(capacity)                                  # (N,)
-        self.terminated = torch.zeros(capacity)                               # (N,) 1.0 = no bootstrap
-
-    def add(self, obs: Any, action: int, reward: float, next_obs: Any, terminated: bool) -> None:
-        i = self.pos
-        self.obs[i] = torch.as_tensor(np.asarray(obs))
-        self.next_obs[i] = torch.as_tensor(np.asarray(next_obs))
-        self.actions[i], self.rewards[i], self.terminated[i] = action, float(reward), float(terminated)
-        self.pos = (self.pos + 1) % self.capacity
-        self.size = min(self.size + 1, self.capacity)
-
-    def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        idx = torch.from_numpy(rng.integers(0, self.size, size=batch_size))
-        return {"obs": self.obs[idx], "actions": self.actions[idx], "rewards": self.rewards[idx],
-                "next_obs": self.next_obs[idx], "terminated": self.terminated[idx]}
-
-    def state_dict(self) -> dict[str, Any]:
-        n = self.size
-        return {"pos": self.pos, "size": n, "obs": self.obs[:n], "next_obs": self.next_obs[:n],
-                "actions": self.actions[:n], "rewards": self.rewards[:n], "terminated": self.terminated[:n]}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        n = self.size = state["size"]
-        if n > self.capacity:
-            raise DeepfoundryError(f"the checkpoint's replay buffer holds {n} transitions, more than "
-                                   f"task.buffer_size={self.capacity}; keep buffer_size when resuming")
-        self.pos = state["pos"] if n == self.capacity else n  # a grown buffer fills its free slots first
-        for key in ("obs", "next_obs", "actions", "rewards", "terminated"):
-            getattr(self, key)[:n] = state[key]
 
 
 # ---------------------------------------------------------------- ALGO LOGIC
@@ -188,12 +117,13 @@ def linear_schedule(start: float, end: float, duration: float, step: int) -> flo
     return start + min(step / max(duration, 1.0), 1.0) * (end - start)
 
 
-def td_target(rewards: torch.Tensor, terminated: torch.Tensor, next_q_target: torch.Tensor, gamma: float,
-              next_q_online: torch.Tensor | None = None) -> torch.Tensor:
-    """``y = r + gamma * (1 - done) * Q_target(s', a*)`` with ``a* = argmax_a' Q_target(s', a')`` (DQN) or
+def td_target(rewards: torch.Tensor, terminated: torch.Tensor, next_q_target: torch.Tensor,
+              gamma: float | torch.Tensor, next_q_online: torch.Tensor | None = None) -> torch.Tensor:
+    """``y = R + gamma * (1 - done) * Q_target(s', a*)`` with ``a* = argmax_a' Q_target(s', a')`` (DQN) or
     ``argmax_a' Q_online(s', a')`` (Double DQN, when ``next_q_online`` is given).
 
-    Shapes: ``rewards``, ``terminated`` ``(B,)``; ``next_q_*`` ``(B, A)`` -> ``(B,)``.
+    Shapes: ``rewards``, ``terminated`` ``(B,)``; ``next_q_*`` ``(B, A)`` -> ``(B,)``; ``gamma`` a float
+    or ``(B,)`` (``gamma^k`` for n-step transitions).
     """
     chooser = next_q_target if next_q_online is None else next_q_online
     best = chooser.argmax(dim=1, keepdim=True)                       # (B, 1)
@@ -209,26 +139,36 @@ class DQNAgent:
         self.target_network = copy.deepcopy(q_network).requires_grad_(False)
 
     @torch.no_grad()
-    def act(self, obs: Any, epsilon: float, rng: np.random.Generator) -> int:
-        """Epsilon-greedy: a uniformly random action with probability epsilon, else argmax_a Q(s, a)."""
-        if rng.random() < epsilon:
-            return int(rng.integers(self.num_actions))
-        return int(self.q_network(torch.as_tensor(np.asarray(obs)).unsqueeze(0)).argmax(dim=1))
+    def act(self, obs: Any, epsilon: float, rng: np.random.Generator) -> np.ndarray:
+        """Epsilon-greedy for a batch of states ``(N, *obs)``: per state, a uniformly random action with
+        probability epsilon, else ``argmax_a Q(s, a)``. Returns ``(N,)`` actions."""
+        explore = rng.random(len(obs)) < epsilon                              # (N,)
+        actions = rng.integers(self.num_actions, size=len(obs))               # (N,)
+        if not explore.all():
+            greedy = self.q_network(torch.as_tensor(np.asarray(obs))).argmax(dim=1).numpy()
+            actions = np.where(explore, actions, greedy)
+        return actions
 
-    def update(self, batch: dict[str, torch.Tensor]) -> tuple[float, float]:
-        """One gradient step on the TD error; returns (loss, mean Q(s, a))."""
+    def update(self, batch: dict[str, torch.Tensor]) -> tuple[float, float, torch.Tensor]:
+        """One gradient step on the TD error; returns (loss, mean Q(s, a), TD errors ``(B,)``).
+
+        With prioritised replay each sample's loss is scaled by its importance-sampling weight.
+        """
         with torch.no_grad():
             next_q_target = self.target_network(batch["next_obs"])                       # (B, A)
             next_q_online = self.q_network(batch["next_obs"]) if self.cfg.double else None
-            target = td_target(batch["rewards"], batch["terminated"], next_q_target, self.cfg.gamma, next_q_online)
+            target = td_target(batch["rewards"], batch["terminated"], next_q_target, batch["discounts"],
+                               next_q_online)
         q = self.q_network(batch["obs"]).gather(1, batch["actions"].unsqueeze(1)).squeeze(1)  # (B,)
-        loss = F.smooth_l1_loss(q, target) if self.cfg.loss == "huber" else F.mse_loss(q, target)
+        loss_fn = F.smooth_l1_loss if self.cfg.loss == "huber" else F.mse_loss
+        losses = loss_fn(q, target, reduction="none")                                         # (B,)
+        loss = (losses * batch["weights"]).mean() if "weights" in batch else losses.mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.max_grad_norm is not None:
             nn.utils.clip_grad_norm_(self.q_network.parameters(), self.cfg.max_grad_norm)
         self.optimizer.step()
-        return loss.item(), q.mean().item()
+        return loss.item(), q.mean().item(), (q - target).detach()
 
     @torch.no_grad()
     def update_target(self) -> None:
@@ -247,11 +187,12 @@ class DQNAgent:
 
 
 @torch.no_grad()
-def evaluate(agent: DQNAgent | nn.Module, env_id: str, episodes: int = 10, seed: int = 0) -> tuple[float, float]:
+def evaluate(agent: DQNAgent | nn.Module, env_id: str, episodes: int = 10, seed: int = 0,
+             max_episode_steps: int | None = None) -> tuple[float, float]:
     """Greedy policy ``argmax_a Q(s, a)`` for ``episodes`` episodes (seeds ``seed``, ``seed + 1``, ...):
     the mean and standard deviation of the undiscounted return."""
     q_network = agent.q_network if isinstance(agent, DQNAgent) else agent
-    env = make_env(env_id)
+    env = make_env(env_id, max_episode_steps=max_episode_steps)
     returns = []
     for i in range(episodes):
         obs, _ = env.reset(seed=seed + i)
@@ -285,23 +226,28 @@ def train_rl(cfg: RunConfig, run_dir: Path, resume_state: dict[str, Any] | None 
     seed_everything(cfg.seed)
     if cfg.trainer.threads:
         torch.set_num_threads(cfg.trainer.threads)
-    env = make_env(args.env_id)
-    obs_shape, num_actions = check_env(env, args.env_id, cfg.model.name)
+    probe = make_env(args.env_id, max_episode_steps=args.max_episode_steps)
+    obs_shape, num_actions = check_env(probe, args.env_id, cfg.model.name)
+    probe.close()
+    envs = make_vec_env(args.env_id, args.num_envs, args.max_episode_steps)  # (N copies; N = 1 resumes exactly)
     context = network_context(obs_shape, num_actions, args.dueling)
     q_network = build_model(cfg.model.name, cfg.model.builder_kwargs(), context)
     agent = DQNAgent(q_network, build_optimizer(cfg.optim, q_network.parameters()), args, num_actions)
     pixels = len(obs_shape) > 1
-    buffer = ReplayBuffer(min(args.buffer_size, args.total_steps), obs_shape,
-                          torch.uint8 if pixels else torch.float32)
+    buffer_cls = PrioritizedReplayBuffer if args.prioritized else ReplayBuffer
+    buffer = buffer_cls(min(args.buffer_size, args.total_steps), obs_shape, torch.uint8 if pixels else torch.float32,
+                        gamma=args.gamma, **({"alpha": args.priority_alpha} if args.prioritized else {}))
+    nsteps = [NStep(args.n_step, args.gamma) for _ in range(args.num_envs)]
     rng = np.random.default_rng(cfg.seed)  # exploration and minibatch sampling
     eval_seed = cfg.seed + 10_000          # evaluation episodes never touch the training RNGs
+    base_lr = cfg.optim.lr
 
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(dump_config(cfg), encoding="utf-8"))
     ckpt_path, metrics_path = run_dir / "checkpoints" / "last.safetensors", run_dir / "metrics.jsonl"
     step, episode, updates, train_seconds, first_reach = 0, 0, 0, 0.0, None
     best: dict[str, Any] | None = None  # the best periodic evaluation and its weights (trainer.restore_best)
-    env.reset(seed=cfg.seed)
+    envs.reset(seed=cfg.seed)  # copy i is seeded with seed + i
     if resume_state is not None:
         s = resume_state
         agent.load_state_dict(s["agent"])
@@ -309,7 +255,9 @@ def train_rl(cfg: RunConfig, run_dir: Path, resume_state: dict[str, Any] | None 
             buffer.load_state_dict(s["buffer"])
         rng.bit_generator.state = s["rng"]
         torch.set_rng_state(s["torch_rng"])
-        env.unwrapped.np_random.bit_generator.state = s["env_rng"]
+        env_rngs = s["env_rng"] if isinstance(s["env_rng"], list) else [s["env_rng"]]
+        for e, state in zip(envs.envs, env_rngs):
+            e.unwrapped.np_random.bit_generator.state = state
         step, episode, updates, train_seconds = s["step"], s["episode"], s["updates"], s["train_seconds"]
         first_reach, best = s.get("first_reach"), s.get("best")
         old = metrics_path.read_text(encoding="utf-8").splitlines() if metrics_path.exists() else []
@@ -317,7 +265,7 @@ def train_rl(cfg: RunConfig, run_dir: Path, resume_state: dict[str, Any] | None 
         metrics_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
     else:
         metrics_path.write_text("", encoding="utf-8")
-    obs, _ = env.reset()  # on resume: the same reset the interrupted run was about to do
+    obs, _ = envs.reset()  # on resume: the same reset the interrupted run was about to do (N = 1)
     log = metrics_path.open("a", encoding="utf-8")
 
     def write(record: dict[str, Any]) -> None:
@@ -328,80 +276,108 @@ def train_rl(cfg: RunConfig, run_dir: Path, resume_state: dict[str, Any] | None 
         save_state(ckpt_path, {
             "agent": agent.state_dict(), "buffer": buffer.state_dict() if args.save_buffer else None,
             "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-            "env_rng": env.unwrapped.np_random.bit_generator.state,
+            "env_rng": [e.unwrapped.np_random.bit_generator.state for e in envs.envs],
             "step": step, "episode": episode, "updates": updates, "train_seconds": train_seconds,
             "first_reach": first_reach, "best": best})
 
-    episode_return, episode_length, last_ckpt, loss, q_mean = 0.0, 0, step, float("nan"), float("nan")
+    n_envs = args.num_envs
+    returns, lengths = np.zeros(n_envs), np.zeros(n_envs, dtype=np.int64)
+    resetting = np.zeros(n_envs, dtype=bool)  # copies whose next step is gymnasium's autoreset
+    last_ckpt, loss, q_mean = step, float("nan"), float("nan")
     started = time.perf_counter()
     tick = time.perf_counter()
     while step < args.total_steps:
-        # 1. act epsilon-greedily and store the transition (bootstrap unless *terminated*)
+        # 1. act epsilon-greedily in every copy; store (n-step) transitions, bootstrapping unless *terminated*
         epsilon = linear_schedule(args.initial_epsilon, args.final_epsilon,
                                   args.exploration_fraction * args.total_steps, step)
-        action = agent.act(obs, epsilon, rng)
-        next_obs, reward, terminated, truncated, _ = env.step(action)
-        buffer.add(obs, action, reward, next_obs, terminated)
-        obs, step = next_obs, step + 1
-        episode_return, episode_length = episode_return + float(reward), episode_length + 1
+        actions = agent.act(obs, epsilon, rng)
+        next_obs, rewards, terminated, truncated, _ = envs.step(actions)
+        ended = False
+        for i in range(n_envs):
+            if resetting[i]:  # this copy was just reset: next_obs[i] is a first observation, no transition
+                continue
+            if step >= args.total_steps:
+                break
+            for transition in nsteps[i].push(obs[i], int(actions[i]), float(rewards[i]), next_obs[i],
+                                             bool(terminated[i]), bool(truncated[i])):
+                buffer.add(*transition)
+            step += 1
+            returns[i], lengths[i] = returns[i] + float(rewards[i]), lengths[i] + 1
 
-        # 2. every train_freq steps: gradient_steps updates on uniform minibatches
-        if step > args.learning_starts and step % args.train_freq == 0:
-            for _ in range(args.gradient_steps):
-                loss, q_mean = agent.update(buffer.sample(args.batch_size, rng))
-                updates += 1
-        # 3. the target network follows every target_update steps
-        if step % args.target_update == 0:
-            agent.update_target()
-        if step % args.log_every == 0:
-            write({"kind": "train", "step": step, "loss": loss, "q_mean": q_mean, "epsilon": epsilon,
-                   "updates": updates})
-        if terminated or truncated:
-            episode += 1
-            write({"kind": "episode", "step": step, "episode": episode, "return": episode_return,
-                   "length": episode_length, "epsilon": epsilon})
-            if step - last_ckpt >= args.checkpoint_every:  # at episode ends: resume replays the next reset
+            # 2. every train_freq steps: gradient_steps updates on minibatches (lr decays linearly)
+            if step > args.learning_starts and step % args.train_freq == 0:
+                lr = base_lr * linear_schedule(1.0, args.final_lr_fraction, args.total_steps, step)
+                for group in agent.optimizer.param_groups:
+                    group["lr"] = lr
+                beta = linear_schedule(args.priority_beta, 1.0, args.total_steps, step)
+                for _ in range(args.gradient_steps):
+                    batch = buffer.sample(args.batch_size, rng, beta)
+                    loss, q_mean, td_errors = agent.update(batch)
+                    buffer.update_priorities(batch["indices"], td_errors)
+                    updates += 1
+            # 3. the target network follows every target_update steps
+            if step % args.target_update == 0:
+                agent.update_target()
+            if step % args.log_every == 0:
+                write({"kind": "train", "step": step, "loss": loss, "q_mean": q_mean, "epsilon": epsilon,
+                       "updates": updates, "lr": agent.optimizer.param_groups[0]["lr"]})
+            if terminated[i] or truncated[i]:
+                episode, ended = episode + 1, True
+                write({"kind": "episode", "step": step, "episode": episode, "return": float(returns[i]),
+                       "length": int(lengths[i]), "epsilon": epsilon})
+                returns[i], lengths[i] = 0.0, 0
+
+            # 4. periodic greedy evaluation (its time is not training time)
+            if args.eval_every and step % args.eval_every == 0:
+                train_seconds += time.perf_counter() - tick
+                mean, std = evaluate(agent, args.env_id, args.eval_episodes, eval_seed, args.max_episode_steps)
+                if first_reach is None and args.target_return is not None and mean >= args.target_return:
+                    first_reach = {"env_steps": step, "train_seconds": round(train_seconds, 3)}
+                if best is None or mean >= best["mean_return"]:  # ties: the later, longer-trained weights
+                    best = {"mean_return": mean, "step": step,
+                            "q_network": copy.deepcopy(agent.q_network.state_dict())}
+                write({"kind": "eval", "step": step, "mean_return": mean, "std_return": std,
+                       "train_seconds": train_seconds})
+                if cfg.trainer.progress:
+                    print(f"step {step:>7d}  eval mean {mean:8.2f} +- {std:6.2f}  epsilon {epsilon:.3f}  "
+                          f"loss {loss:.4f}  ({train_seconds:.1f}s training)", file=sys.stderr)
+                tick = time.perf_counter()
+        obs, resetting = next_obs, terminated | truncated
+        if n_envs == 1 and resetting[0]:  # one copy: reset here, so a checkpoint resumes exactly
+            if ended and step - last_ckpt >= args.checkpoint_every:
                 train_seconds += time.perf_counter() - tick
                 checkpoint()
                 last_ckpt, tick = step, time.perf_counter()
-            obs, _ = env.reset()
-            episode_return, episode_length = 0.0, 0
-
-        # 4. periodic greedy evaluation (its time is not training time)
-        if args.eval_every and step % args.eval_every == 0:
+            obs, _ = envs.reset()
+            resetting[:] = False
+        elif n_envs > 1 and step - last_ckpt >= args.checkpoint_every:  # resume restarts open episodes
             train_seconds += time.perf_counter() - tick
-            mean, std = evaluate(agent, args.env_id, args.eval_episodes, eval_seed)
-            if first_reach is None and args.target_return is not None and mean >= args.target_return:
-                first_reach = {"env_steps": step, "train_seconds": round(train_seconds, 3)}
-            if best is None or mean > best["mean_return"]:
-                best = {"mean_return": mean, "step": step, "q_network": copy.deepcopy(agent.q_network.state_dict())}
-            write({"kind": "eval", "step": step, "mean_return": mean, "std_return": std,
-                   "train_seconds": train_seconds})
-            if cfg.trainer.progress:
-                print(f"step {step:>7d}  eval mean {mean:8.2f} +- {std:6.2f}  epsilon {epsilon:.3f}  "
-                      f"loss {loss:.4f}  ({train_seconds:.1f}s training)", file=sys.stderr)
-            tick = time.perf_counter()
+            checkpoint()
+            last_ckpt, tick = step, time.perf_counter()
     train_seconds += time.perf_counter() - tick
     checkpoint()  # a later resume (with a larger total_steps) starts a new episode
-    env.close()
+    envs.close()
 
-    last = mean, std = evaluate(agent, args.env_id, args.final_eval_episodes, eval_seed)  # the final weights
-    restored = False
-    if cfg.trainer.restore_best and best is not None and best["mean_return"] > last[0]:
-        final_weights = copy.deepcopy(agent.q_network.state_dict())  # like the Trainer: keep the best evaluated
-        agent.q_network.load_state_dict(best["q_network"])            # weights, if the full evaluation agrees
-        candidate = evaluate(agent, args.env_id, args.final_eval_episodes, eval_seed)
-        restored = candidate[0] > last[0]
-        mean, std = candidate if restored else last
-        if not restored:
-            agent.q_network.load_state_dict(final_weights)
+    # The weights to return: the last ones or, with trainer.restore_best, the best periodically evaluated ones
+    # if they beat the last weights on the same selection episodes. The final evaluation then plays other,
+    # held-out episodes (seeds seed + 20000, ...), so selecting does not inflate it.
+    final_seed, restored, last = cfg.seed + 20_000, False, None
+    if cfg.trainer.restore_best and best is not None:
+        last_selection = evaluate(agent, args.env_id, args.eval_episodes, eval_seed, args.max_episode_steps)[0]
+        if best["mean_return"] > last_selection:
+            last = evaluate(agent, args.env_id, args.final_eval_episodes, final_seed, args.max_episode_steps)
+            agent.q_network.load_state_dict(best["q_network"])
+            restored = True
+    mean, std = evaluate(agent, args.env_id, args.final_eval_episodes, final_seed, args.max_episode_steps)
+    last = last or (mean, std)
     write({"kind": "eval", "step": step, "mean_return": mean, "std_return": std, "final": True})
     log.close()
     meta = {
         "format": "deepfoundry-model-v1",
         "model": {"name": cfg.model.name, "kwargs": cfg.model.builder_kwargs(), "context": context},
         "task": {"name": "dqn", "kwargs": cfg.task.builder_kwargs()},
-        "info": {"task_type": "rl", "env_id": args.env_id, "obs_shape": list(obs_shape), "num_actions": num_actions},
+        "info": {"task_type": "rl", "env_id": args.env_id, "max_episode_steps": args.max_episode_steps,
+                 "obs_shape": list(obs_shape), "num_actions": num_actions},
         "deepfoundry_version": __version__, "torch_version": torch.__version__,
     }
     save_weights(run_dir / "model.safetensors", agent.q_network, {"format": "deepfoundry-model-v1"})

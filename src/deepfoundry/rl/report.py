@@ -1,0 +1,85 @@
+"""Report sections of a reinforcement-learning run (``deepfoundry report RUN`` on a DQN run).
+
+From ``metrics.jsonl``: the return of every training episode (and its moving average over 20
+episodes) with the periodic greedy evaluations (mean +- std), the mean Q-value estimate
+``mean_B Q(s, a)`` of the latest minibatch, and the TD loss, all over environment steps.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from ..api import Run
+
+
+def _records(run: "Run") -> dict[str, list[dict[str, Any]]]:
+    path = run.path / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] \
+        if path.exists() else []
+    out: dict[str, list[dict[str, Any]]] = {"episode": [], "eval": [], "train": []}
+    for r in rows:
+        out.setdefault(r.get("kind", ""), []).append(r)
+    return out
+
+
+def moving_average(x: np.ndarray, window: int) -> np.ndarray:
+    """``m_t = mean(x_{t-w+1..t})`` over the available values (a shorter window at the start)."""
+    c = np.cumsum(np.insert(np.asarray(x, dtype=float), 0, 0.0))
+    idx = np.arange(1, len(x) + 1)
+    lo = np.maximum(idx - window, 0)
+    return (c[idx] - c[lo]) / (idx - lo)
+
+
+def report_sections(run: "Run", plots: Path) -> list[tuple[str, str]]:
+    """``[(title, html), ...]``: agent summary, episode returns, Q-value estimates and loss over steps."""
+    import matplotlib.pyplot as plt
+
+    from ..report import NO_DATA, embed_figure, html_table
+
+    rec, res = _records(run), run.results
+    reach = res.get("first_reach") or {}
+    ev = res.get("eval", {})
+    facts = [["environment", run.info.get("env_id")], ["environment steps", res.get("env_steps")],
+             ["episodes", res.get("episodes")], ["gradient updates", res.get("updates")],
+             ["training seconds (evaluation excluded)", res.get("train_seconds")],
+             [f"final greedy mean return ({ev.get('episodes')} episodes)",
+              f"{ev.get('mean_return', math.nan):.2f} +- {ev.get('std_return', math.nan):.2f}"],
+             ["returned weights", "best evaluated, step " + str(res["restored_best_step"])
+              if res.get("restored_best_step") is not None else "last"],
+             ["first evaluation >= target", f"{reach['env_steps']} steps, {reach['train_seconds']} s"
+              if reach else "not reached"]]
+    sections = [("Agent", html_table([], facts, "facts"))]
+
+    episodes, evals = rec["episode"], [r for r in rec["eval"] if not r.get("final")]
+    if episodes or evals:
+        fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+        if episodes:
+            x, y = [r["step"] for r in episodes], [r["return"] for r in episodes]
+            ax.plot(x, y, ".", alpha=0.3, label="training episode")
+            ax.plot(x, moving_average(np.array(y), 20), label="moving average (20 episodes)")
+        if evals:
+            x, m, s = (np.array([r[k] for r in evals]) for k in ("step", "mean_return", "std_return"))
+            ax.errorbar(x, m, yerr=s, fmt="o-", capsize=3, label="greedy evaluation")
+        ax.set(xlabel="environment step", ylabel="return", title="Episode return")
+        ax.legend(fontsize="small")
+        sections.append(("Episode return", embed_figure(fig, plots, "episode_return")))
+    else:
+        sections.append(("Episode return", NO_DATA))
+
+    train = [r for r in rec["train"] if r.get("loss") is not None and not math.isnan(r["loss"])]
+    if train:
+        fig, (ax_q, ax_l) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
+        x = [r["step"] for r in train]
+        ax_q.plot(x, [r["q_mean"] for r in train])
+        ax_q.set(xlabel="environment step", ylabel="mean Q(s, a)", title="Q-value estimate (minibatch)")
+        ax_l.plot(x, [r["loss"] for r in train])
+        ax_l.set(xlabel="environment step", ylabel="TD loss", yscale="log", title="Loss")
+        sections.append(("Q-values and loss", embed_figure(fig, plots, "q_values_loss")))
+    else:
+        sections.append(("Q-values and loss", NO_DATA))
+    return sections
