@@ -129,6 +129,9 @@ def _train(recipe: str | Path | RunConfig, overrides: dict[str, Any] | list[str]
     _write_json(run_dir / "results.json", {
         "val": val, "test": test, "seconds": seconds, "train_seconds": trainer.elapsed,
         "epochs_run": trainer.epoch, "stop_reason": trainer.stop_reason, "device": str(trainer.device)})
+    finish = getattr(task, "on_train_end", None)  # task-specific outputs (language models: samples.txt)
+    if callable(finish):
+        finish(run_dir)
     return Run(run_dir)
 
 
@@ -205,7 +208,19 @@ class Run:
                           run_dir=None)
         return trainer.evaluate(loader, self.task.to(trainer.device))
 
-    def _prepare(self, x: Any) -> torch.Tensor:
+    def _prepare(self, x: Any) -> Any:
+        if self.info.get("input_kind") in ("graph", "graph_set"):  # a batch dict (see docs/graphs.md)
+            if not isinstance(x, dict):
+                raise DeepfoundryError("graph runs predict a batch dict: run.predict(run.data().test.batch()) for "
+                                       "the nodes of a graph, run.predict(GraphSet.from_graphs(...).batch(ids)) for "
+                                       "graphs; see docs/graphs.md")
+            return x
+        if self.info.get("input_kind") == "text":  # raw strings, tokenised as in training
+            from .data.text import encode_texts, tokenizer_from_json
+
+            if self.info.get("task_type") == "language_model":
+                raise DeepfoundryError("this is a language model: use Run.generate(prompt) or 'deepfoundry generate'")
+            return encode_texts(tokenizer_from_json(self.info["tokenizer"]), x, int(self.info["max_length"]))
         x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
         shape = tuple(self.info.get("input_shape", x.shape[1:]))
         if tuple(x.shape) == shape:
@@ -217,7 +232,7 @@ class Run:
 
     @torch.no_grad()
     def predict_proba(self, x: Any) -> np.ndarray:
-        """Class probabilities (N, C) for raw inputs (images in [0, 1], raw table rows)."""
+        """Class probabilities (N, C) for raw inputs (images in [0, 1], raw table rows, strings for text runs)."""
         if self.info.get("task_type") != "classification":
             raise DeepfoundryError("predict_proba needs a classification run")
         return self.task.to("cpu").predict(self._prepare(x)).numpy()
@@ -229,6 +244,14 @@ class Run:
         if self.info.get("task_type") == "classification":
             return out.argmax(dim=1).numpy()
         return out.squeeze(-1).numpy()
+
+    def generate(self, prompt: str, tokens: int = 300, temperature: float = 0.8, top_k: int | None = 40,
+                 seed: int | None = None) -> str:
+        """Language-model runs: the prompt continued by ``tokens`` sampled tokens (see ``tasks/language_model.py``)."""
+        if self.info.get("task_type") != "language_model":
+            raise DeepfoundryError(f"generate needs a language-model run (e.g. char-lstm-shakespeare); "
+                                   f"'{self.path}' is a {self.info.get('task_type')} run")
+        return self.task.to("cpu").generate(prompt, tokens, temperature, top_k, seed)
 
 
 def load_run(path: str | Path) -> Run:

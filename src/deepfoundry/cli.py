@@ -1,4 +1,4 @@
-"""The command line: ``deepfoundry list | train | evaluate | predict | play | report``.
+"""The command line: ``deepfoundry list | train | evaluate | predict | generate | play | report``.
 
 Every verb takes a recipe name, a config file or a run directory. ``--json`` prints the result as
 one JSON object on the last line of stdout. Errors are one ``error:`` line on stderr with exit code
@@ -42,6 +42,10 @@ def list_(what: Listing = typer.Argument(..., help="models, datasets, recipes or
             raw = load_raw(name)
             print(f"{name:28s} {raw.get('description', '')}")
         return
+    if what.value == "datasets":  # data modules register on import; build_data imports them all, so must list
+        from .data.core import register_all
+
+        register_all()
     registry = {"models": MODELS, "datasets": DATASETS, "tasks": TASKS}[what.value]
     for name in registry.names():
         print(f"{name:28s} {registry.describe(name)}")
@@ -123,10 +127,10 @@ def evaluate(
 @app.command()
 def predict(
     run_dir: Path = typer.Argument(..., help="run directory"),
-    inputs: list[Path] = typer.Argument(..., help="image files or .npy arrays"),
+    inputs: list[str] = typer.Argument(..., help="image files or .npy arrays; for text runs, the texts themselves"),
     as_json: bool = typer.Option(False, "--json", help="print the predictions as JSON on the last line"),
 ) -> None:
-    """Predict image files or .npy arrays with a finished run's model."""
+    """Predict image files, .npy arrays or (text runs) raw strings with a finished run's model."""
     import numpy as np
 
     from .api import load_run
@@ -135,7 +139,12 @@ def predict(
     run = load_run(run_dir)
     rows: list[dict[str, Any]] = []
     classes = run.info.get("class_names")
-    for path in inputs:
+    if run.info.get("input_kind") == "text":  # each argument is one text, tokenised as in training
+        for text, p in zip(inputs, run.predict_proba(inputs)):
+            k = int(p.argmax())
+            rows.append({"input": text, "class": k, "label": classes[k], "probability": float(p[k])})
+        inputs = []
+    for path in map(Path, inputs):
         if not path.is_file():
             raise DeepfoundryError(f"input file '{path}' does not exist")
         if path.suffix.lower() == ".npy":
@@ -155,12 +164,32 @@ def predict(
                              "label": classes[k] if classes else str(k), "probability": float(p[k])})
         else:
             for i, v in enumerate(np.atleast_1d(run.predict(x))):
+                values = [float(t) for t in np.asarray(v).ravel()]  # a multi-step forecast has several
                 rows.append({"input": f"{path}" + (f"[{i}]" if x.ndim > 1 and len(x) > 1 else ""),
-                             "value": float(np.asarray(v).ravel()[0])})
+                             **({"value": values[0]} if len(values) == 1 else {"values": values})})
     for r in rows:
         print("  ".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in r.items()))
     if as_json:
         _echo_json({"run": str(run_dir), "predictions": rows})
+
+
+@app.command()
+def generate(
+    run_dir: Path = typer.Argument(..., help="run directory of a language-model run (e.g. char-lstm-shakespeare)"),
+    prompt: str = typer.Option("\n", "--prompt", help="text the sample starts with"),
+    tokens: int = typer.Option(300, "--tokens", min=0, help="tokens (characters, for char models) to sample"),
+    temperature: float = typer.Option(0.8, "--temperature", min=0.0, help="softmax temperature; 0 is greedy"),
+    top_k: int = typer.Option(40, "--top-k", min=0, help="sample among the k most likely tokens (0: all)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="seed of the sampler (reproducible samples)"),
+    as_json: bool = typer.Option(False, "--json", help="print the sample as JSON on the last line"),
+) -> None:
+    """Sample text from a language-model run: the prompt continued by --tokens tokens."""
+    from .api import load_run
+
+    text = load_run(run_dir).generate(prompt, tokens, temperature, top_k or None, seed)
+    print(text)
+    if as_json:
+        _echo_json({"run": str(run_dir), "prompt": prompt, "text": text})
 
 
 @app.command()
@@ -179,7 +208,7 @@ def play(
     if run.info.get("task_type") != "rl":
         raise DeepfoundryError(f"'{run_dir}' is not a reinforcement-learning run; play needs one (e.g. dqn-cartpole)")
     q_network = load_qnetwork(run)
-    mean, std = evaluate(q_network, run.info["env_id"], episodes, seed)
+    mean, std = evaluate(q_network, run.info["env_id"], episodes, seed, run.info.get("max_episode_steps"))
     print(f"{run.info['env_id']}: mean return {mean:.2f} +- {std:.2f} over {episodes} episodes")
     result: dict[str, Any] = {"run": str(run_dir), "env_id": run.info["env_id"], "episodes": episodes,
                               "mean_return": mean, "std_return": std}
@@ -203,6 +232,62 @@ def report(
 
     path = write_report(load_run(run_dir), feature_maps=feature_maps, data_root=data_root)
     print(f"report: {path}")
+
+
+@app.command()
+def sample(
+    run_dir: Path = typer.Argument(..., help="run directory of a GAN or VAE run (e.g. dcgan-mnist, vae-digits)"),
+    n: int = typer.Option(64, "--n", help="number of images"),
+    cls: Optional[int] = typer.Option(None, "--class", help="class to generate (conditional models only)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="PNG grid (or .npy array) to write; default RUN/sample.png"),
+    seed: int = typer.Option(0, "--seed", help="seed of the noise"),
+    classifier: Optional[Path] = typer.Option(None, "--classifier", help="a classifier run on the same data "
+                                              "(e.g. lenet5-mnist): print the offline quality score"),
+    as_json: bool = typer.Option(False, "--json", help="print the output path (and score) as JSON on the last line"),
+) -> None:
+    """Generate images with a GAN or VAE run and write them as one grid (or a .npy array)."""
+    import numpy as np
+
+    from .api import load_run
+    from .generative import quality_score, sample_images, save_grid
+
+    run = load_run(run_dir)
+    images = sample_images(run, n, cls, seed)
+    path = out or run.path / "sample.png"
+    if path.suffix.lower() == ".npy":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, images.numpy())
+    else:
+        save_grid(images, path, nrow=max(1, int(round(n ** 0.5))))
+    print(f"samples: {path}")
+    result: dict[str, Any] = {"run": str(run_dir), "out": str(path), "n": n, "class": cls}
+    if classifier is not None:
+        score = quality_score(images, load_run(classifier), target_class=cls)
+        shown = ("confident_share", "classes_present", "max_class_share", "label_match")
+        print("  ".join(f"{k} {score[k]:.4f}" if isinstance(score[k], float) else f"{k} {score[k]}"
+                        for k in shown if k in score))
+        result["score"] = score
+    if as_json:
+        _echo_json(result)
+
+
+@app.command()
+def interpolate(
+    run_dir: Path = typer.Argument(..., help="run directory of a GAN or VAE run"),
+    rows: int = typer.Option(8, "--rows", help="number of interpolations (grid rows)"),
+    steps: int = typer.Option(10, "--steps", help="images per interpolation (grid columns)"),
+    cls: Optional[int] = typer.Option(None, "--class", help="class of every row (conditional models only)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="PNG grid to write; default RUN/interpolation.png"),
+    seed: int = typer.Option(0, "--seed", help="seed of the end points"),
+) -> None:
+    """Write spherical interpolations between random latent points as one grid (a row per pair)."""
+    from .api import load_run
+    from .generative import interpolate as interpolate_run, save_grid
+
+    run = load_run(run_dir)
+    images = interpolate_run(run, rows, steps, cls, seed)
+    path = save_grid(images, out or run.path / "interpolation.png", nrow=steps)
+    print(f"interpolation: {path}")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -291,7 +291,11 @@ def write_report(run: "Run", feature_maps: bool = False, data_root: str | None =
         sections.append(("Predicted vs true", regression_section(run, plots, data_root)))
     elif kind == "classification":
         sections.append(("Confusion matrix", confusion_section(run, plots)))
-    extra = getattr(run.task, "report_sections", None)  # task-specific sections (samples, gates, ...)
+    elif kind == "rl":  # reinforcement learning has no Task object: curves over environment steps
+        from .rl.report import report_sections as rl_sections
+
+        sections = [sections[0], *rl_sections(run, plots)]
+    extra = getattr(run.task, "report_sections", None) if kind != "rl" else None  # task-specific sections
     if callable(extra):
         sections.extend(extra(run, plots, data_root))
     grad_records = _records(run, "grad_norms")

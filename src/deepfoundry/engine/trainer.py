@@ -132,6 +132,9 @@ class Trainer:
         if c.compile:
             task.model = torch.compile(task.model)
         self.steps_per_epoch_batches = len(data.train)
+        for cb in getattr(task, "callbacks", lambda: [])():  # a task's own callbacks (e.g. GAN sample grids)
+            if not any(type(c) is type(cb) for c in self.callbacks):
+                self.callbacks.append(cb)
         self._hooks = {h: [cb for cb in self.callbacks if cbs.overrides(cb, h)]
                        for h in ("on_after_backward", "on_train_batch_end")}
 

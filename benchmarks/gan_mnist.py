@@ -1,0 +1,86 @@
+"""GANs on the standard MNIST split, scored offline by the project's own LeNet-5 (`lenet5-mnist`).
+
+DCGAN: the share of 1,000 samples the classifier labels with confidence >= 0.9, the share of each
+predicted class (coverage; no class should pass 20%), and the Frechet distance between Gaussians
+fitted to the classifier's penultimate (F6, 84-d) features of the samples and of 1,000 held-out
+test images, beside two references: 1,000 uniform-noise images (the baseline to beat) and 1,000
+real validation images (the floor). cGAN: for each class k, the share of 1,000 samples drawn with
+`--class k` that the classifier labels k.
+
+Trains the `dcgan-mnist` and `cgan-mnist` recipes unless finished runs are given.
+
+usage: python benchmarks/gan_mnist.py --classifier RUN [--dcgan RUN] [--cgan RUN] [--data DIR] [--epochs N]
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from _common import SHARED, print_table, write_result
+import deepfoundry
+from deepfoundry.generative import frechet_distance, classifier_outputs, quality_score, sample_images
+
+
+def train(recipe: str, data: str, epochs: int | None, out: Path, threads: int,
+          limit: int | None = None) -> tuple[deepfoundry.Run, float]:
+    over = {"data.root": data, "trainer.progress": False, "trainer.tensorboard": False, "trainer.threads": threads,
+            "data.limit": limit}
+    if epochs:
+        over["trainer.epochs"] = epochs
+    started = time.perf_counter()
+    run = deepfoundry.train(recipe, overrides=over, out=out)
+    return run, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--classifier", required=True, help="a finished lenet5-mnist run on the standard split")
+    parser.add_argument("--dcgan", default=None)
+    parser.add_argument("--cgan", default=None)
+    parser.add_argument("--data", default=str(SHARED / "datasets" / "mnist"))
+    parser.add_argument("--epochs", type=int, default=None, help="override the recipes' epochs when training")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", default="runs/bench-gan")
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--limit", type=int, default=None, help="training images (smoke runs only)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    clf = deepfoundry.load_run(args.classifier)
+    result: dict = {"classifier": args.classifier, "classifier_test_accuracy": clf.results["test"]["accuracy"]}
+
+    dc, seconds = (deepfoundry.load_run(args.dcgan), None) if args.dcgan else \
+        train("dcgan-mnist", args.data, args.epochs, Path(args.out) / "dcgan", args.threads, args.limit)
+    data = dc.data(args.data)
+    real_test, real_val = data.test.x[:args.n], data.val.x[:args.n]
+    score = quality_score(sample_images(dc, args.n, seed=0), clf, real=real_test)
+    _, f_val = classifier_outputs(clf, real_val)
+    _, f_test = classifier_outputs(clf, real_test)
+    score["frechet_real_val"] = frechet_distance(f_val, f_test)
+    score.update(run=str(dc.path), train_seconds=seconds or dc.results.get("seconds"), epochs=dc.results.get("epochs_run"))
+    result["dcgan"] = score
+    print_table([{"samples": f"dcgan-mnist, {score['epochs']} epochs", "conf>=0.9": score["confident_share"],
+                  "classes": score["classes_present"], "max class share": score["max_class_share"],
+                  "FD vs test": score["frechet_distance"], "FD noise": score["frechet_noise"],
+                  "FD real val": score["frechet_real_val"]}])
+    print("class shares:", score["class_shares"])
+
+    cg, seconds = (deepfoundry.load_run(args.cgan), None) if args.cgan else \
+        train("cgan-mnist", args.data, args.epochs, Path(args.out) / "cgan", args.threads, args.limit)
+    rows = []
+    for k in range(10):
+        s = quality_score(sample_images(cg, args.n, cls=k, seed=k), clf, target_class=k)
+        rows.append({"class": k, "labelled k": s["label_match"], "conf>=0.9": s["confident_share"]})
+    print_table(rows)
+    result["cgan"] = {"run": str(cg.path), "train_seconds": seconds or cg.results.get("seconds"),
+                      "epochs": cg.results.get("epochs_run"), "per_class": rows,
+                      "min_label_match": min(r["labelled k"] for r in rows)}
+    print(f"cGAN: lowest per-class label match {result['cgan']['min_label_match']:.3f} (target >= 0.90); "
+          f"DCGAN confident share {score['confident_share']:.3f} (target >= 0.80)")
+    print(f"wrote {write_result('gan_mnist', result)}")
+
+
+if __name__ == "__main__":
+    main()
