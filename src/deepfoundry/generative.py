@@ -369,13 +369,9 @@ def grid_figure_html(images: torch.Tensor, plots: Path, name: str, title: str, n
 
 
 def _records(run: "Run", kind: str) -> list[dict[str, Any]]:
-    import json
+    from .report import _records as records  # the report's reader of metrics.jsonl
 
-    path = run.path / "metrics.jsonl"
-    if not path.exists():
-        return []
-    rows = (json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
-    return [r for r in rows if r.get("kind") == kind]
+    return records(run, kind)
 
 
 def _final_samples_html(run: "Run", model: torch.nn.Module, plots: Path) -> str:

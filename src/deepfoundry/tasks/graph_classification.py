@@ -18,7 +18,7 @@ from torch import nn
 from ..errors import DeepfoundryError
 from ..registry import TASKS
 from .base import Task
-from .node_classification import confusion_metrics
+from .node_classification import NodeClassificationTask
 
 if TYPE_CHECKING:
     from ..api import Run
@@ -52,16 +52,10 @@ class GraphClassificationTask(Task):
         self._confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
 
     def evaluation_step(self, batch: dict[str, Any]) -> None:
-        logits, y = self.logits(batch).float(), batch["y"]
-        self._loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
-        self._count += len(y)
-        pairs = (y * self.num_classes + logits.argmax(dim=1)).cpu()
-        self._confusion += torch.bincount(pairs, minlength=self.num_classes ** 2).view(self.num_classes, -1)
+        self.accumulate(self.logits(batch).float(), batch["y"])
 
-    def compute_metrics(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"loss": self._loss_sum / max(1, self._count)}
-        out.update(confusion_metrics(self._confusion.numpy()))
-        return out
+    accumulate = NodeClassificationTask.accumulate  # the same loss sum and confusion counts
+    compute_metrics = NodeClassificationTask.compute_metrics
 
     @torch.no_grad()
     def predict(self, batch: dict[str, Any]) -> torch.Tensor:

@@ -78,7 +78,10 @@ class NodeClassificationTask(Task):
     def evaluation_step(self, batch: dict[str, torch.Tensor]) -> None:
         mask = batch["mask"]
         logits = self.logits(batch)[mask].float()  # (|M|, C)
-        y = batch["y"][mask]
+        self.accumulate(logits, batch["y"][mask])
+
+    def accumulate(self, logits: torch.Tensor, y: torch.Tensor) -> None:
+        """Add a batch's summed cross-entropy and its confusion counts (rows: true, columns: predicted)."""
         self._loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
         self._count += len(y)
         pairs = (y * self.num_classes + logits.argmax(dim=1)).cpu()
