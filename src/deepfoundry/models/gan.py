@@ -105,6 +105,36 @@ class GAN(nn.Module):
         for e, b in zip(self.generator_ema.buffers(), self.generator.buffers()):
             e.copy_(b)
 
+    @torch.no_grad()
+    def recalibrate_ema_bn(self, batches: int = 16, batch_size: int = 256, seed: int = 0) -> None:
+        """Re-estimate the EMA generator's batch-norm statistics from its own activations.
+
+        ``update_ema`` averages weights but copies the live generator's running statistics, which
+        describe the live network's activations, not the averaged one's. Here every batch-norm layer
+        of ``generator_ema`` gets the plain average (momentum ``None``) of the batch statistics of
+        ``batches`` noise batches (random classes for a conditional model) pushed through it in
+        training mode ("standing statistics", Brock et al. 2019), then returns to eval mode.
+        """
+        g = self.generator_ema
+        norms = [m for m in g.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] if g is not None else []
+        if not norms:
+            return
+        device = next(g.parameters()).device
+        gen = torch.Generator(device=device).manual_seed(seed)
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None
+        g.train()
+        for _ in range(batches):
+            z = torch.randn(batch_size, self.latent_dim, device=device, generator=gen)
+            y = (torch.randint(self.num_classes, (batch_size,), device=device, generator=gen)
+                 if self.conditional else None)
+            g(z, y)
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        g.eval()
+
     def noise(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         device = next(self.parameters()).device
         return torch.randn(n, self.latent_dim, device=device, generator=generator)
@@ -146,11 +176,13 @@ def _check_size(name: str, size: tuple[int, int]) -> None:
 @MODELS.register("dcgan")
 def dcgan(*, in_channels: int = 1, input_size: Sequence[int] = (28, 28), num_classes: int = 10,
           latent_dim: int = 64, base_channels: int = 32, conditional: bool = False, spectral_norm: bool = False,
-          ema: bool = True) -> GAN:
+          ema: bool = True, extra_layers: int = 0) -> GAN:
     """DCGAN (Radford et al. 2016): transposed-conv generator, strided-conv discriminator, BN, LeakyReLU.
 
     ``conditional=True`` gives the class-conditional form (one-hot in G, projection in D);
-    ``spectral_norm=True`` normalises D's weights; ``ema`` keeps a moving average of G.
+    ``spectral_norm=True`` normalises D's weights; ``ema`` keeps a moving average of G;
+    ``extra_layers`` adds that many 3x3 stride-1 conv blocks at (2b, H/4, W/4) to G (after its first
+    block) and to D (before its output), for capacity without changing the resolution path.
 
     >>> dcgan(input_size=(8, 8), conditional=True).sample(3, labels=torch.tensor([0, 1, 2])).shape
     torch.Size([3, 1, 8, 8])
@@ -159,11 +191,15 @@ def dcgan(*, in_channels: int = 1, input_size: Sequence[int] = (28, 28), num_cla
     _check_size("dcgan", (h, w))
     c, b = positive_int("in_channels", in_channels), positive_int("base_channels", base_channels)
     z = positive_int("latent_dim", latent_dim)
-    extra = num_classes if conditional else 0
+    extra = int(extra_layers)
+    if extra < 0:
+        raise DeepfoundryError(f"model.extra_layers must be >= 0; received {extra_layers}")
     hh, ww = h // 4, w // 4
     g_body = nn.Sequential(
-        nn.Linear(z + extra, 2 * b * hh * ww, bias=False), nn.Unflatten(1, (2 * b, hh, ww)),  # (B, 2b, H/4, W/4)
+        nn.Linear(z + (num_classes if conditional else 0), 2 * b * hh * ww, bias=False), nn.Unflatten(1, (2 * b, hh, ww)),  # (B, 2b, H/4, W/4)
         nn.BatchNorm2d(2 * b), nn.ReLU(True),
+        *[m for _ in range(extra) for m in (nn.Conv2d(2 * b, 2 * b, 3, 1, 1, bias=False), nn.BatchNorm2d(2 * b),
+                                            nn.ReLU(True))],  # (B, 2b, H/4, W/4)
         nn.ConvTranspose2d(2 * b, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(True),  # (B, b, H/2, W/2)
         nn.ConvTranspose2d(b, c, 4, 2, 1), nn.Tanh())  # (B, C, H, W)
     wrap = _sn if spectral_norm else (lambda m: m)
@@ -171,7 +207,13 @@ def dcgan(*, in_channels: int = 1, input_size: Sequence[int] = (28, 28), num_cla
                                  wrap(nn.Conv2d(b, 2 * b, 4, 2, 1, bias=spectral_norm))]  # (B, 2b, H/4, W/4)
     if not spectral_norm:
         d_layers.append(nn.BatchNorm2d(2 * b))
-    d_layers += [nn.LeakyReLU(0.2, True), nn.Flatten()]
+    d_layers.append(nn.LeakyReLU(0.2, True))
+    for _ in range(extra):  # (B, 2b, H/4, W/4)
+        d_layers.append(wrap(nn.Conv2d(2 * b, 2 * b, 3, 1, 1, bias=spectral_norm)))
+        if not spectral_norm:
+            d_layers.append(nn.BatchNorm2d(2 * b))
+        d_layers.append(nn.LeakyReLU(0.2, True))
+    d_layers.append(nn.Flatten())
     generator = Generator(g_body, z, num_classes, bool(conditional))
     discriminator = Discriminator(nn.Sequential(*d_layers), 2 * b * hh * ww, num_classes, bool(conditional),
                                   bool(spectral_norm))

@@ -14,7 +14,9 @@ With the discriminator's logits ``l_r = D(x)`` on real images and ``l_f = D(G(z)
 G and D have their own optimizers (``optim.name`` / ``optim.betas``; learning rates ``task.lr_g`` and
 ``task.lr_d``, default ``optim.lr``); ``d_steps`` D updates per G update. After each G step the
 moving average ``theta_ema = d * theta_ema + (1 - d) * theta`` of G's weights is updated with
-``d = min(ema_decay, (1 + t) / (10 + t))`` at step ``t``. The training loss the Trainer logs is
+``d = min(ema_decay, (1 + t) / (10 + t))`` at step ``t``; with ``ema_bn="recalibrate"`` (default) the
+averaged generator's batch-norm statistics are re-estimated from its own activations after each
+epoch's training steps (``GAN.recalibrate_ema_bn``), ``"copy"`` keeps the live generator's. The training loss the Trainer logs is
 ``L_D + L_G``; the separate terms go to ``metrics.jsonl`` as ``kind: "gan"`` records, and a
 discriminator whose loss stays at its floor for ``collapse_steps`` steps triggers a warning.
 Inputs are images in [0, 1] (``data.normalize: false``), mapped to [-1, 1] for the tanh generator.
@@ -62,8 +64,11 @@ class AdversarialTask(Task):
     def __init__(self, model: nn.Module, info: dict[str, Any], loss: str = "non_saturating",
                  label_smoothing: float = 0.0, lr_g: float | None = None, lr_d: float | None = None,
                  d_steps: int = 1, ema_decay: float = 0.999, collapse_threshold: float = 0.01,
-                 collapse_steps: int = 200, samples_per_epoch: int = 64) -> None:
+                 collapse_steps: int = 200, samples_per_epoch: int = 64, ema_bn: str = "recalibrate") -> None:
         super().__init__(model, info)
+        if ema_bn not in ("recalibrate", "copy"):
+            raise DeepfoundryError(f"task.ema_bn must be 'recalibrate' or 'copy'; received {ema_bn!r}")
+        self.ema_bn, self._trained_since_eval = ema_bn, False
         if not (hasattr(model, "generator") and hasattr(model, "discriminator")):
             raise DeepfoundryError("task 'adversarial' needs a GAN model (dcgan, gan_mlp)")
         if loss not in LOSSES:
@@ -148,6 +153,7 @@ class AdversarialTask(Task):
         self.global_step += 1
         t = self.global_step
         self.model.update_ema(min(self.ema_decay, (1 + t) / (10 + t)))
+        self._trained_since_eval = True
         self.last_losses = {"d_loss": float(d_loss.detach()), "g_loss": float(g_loss.detach()),
                             "d_real": float(torch.sigmoid(l_real.detach()).mean()),
                             "d_fake": float(torch.sigmoid(l_fake.detach()).mean())}
@@ -155,6 +161,9 @@ class AdversarialTask(Task):
 
     # ------------------------------------------------------------------ evaluation
     def reset_metrics(self) -> None:
+        if self._trained_since_eval and self.ema_bn == "recalibrate":  # after training steps, before evaluating
+            self.model.recalibrate_ema_bn()  # and before the checkpoint and the epoch's sample grid
+        self._trained_since_eval = False
         self._sums = {"d_loss": 0.0, "g_loss": 0.0, "d_real": 0.0, "d_fake": 0.0}
         self._count = 0
         self._gen: torch.Generator | None = None
@@ -197,8 +206,9 @@ class AdversarialTask(Task):
 def adversarial(*, model: nn.Module, info: dict[str, Any], loss: str = "non_saturating", label_smoothing: float = 0.0,
                 lr_g: float | None = None, lr_d: float | None = None, d_steps: int = 1, ema_decay: float = 0.999,
                 collapse_threshold: float = 0.01, collapse_steps: int = 200,
-                samples_per_epoch: int = 64) -> AdversarialTask:
+                samples_per_epoch: int = 64, ema_bn: str = "recalibrate") -> AdversarialTask:
     """GAN training: D and G stepped in turn (non-saturating, minimax or hinge loss), EMA of G, collapse check."""
     return AdversarialTask(model, info, loss=loss, label_smoothing=label_smoothing, lr_g=lr_g, lr_d=lr_d,
                            d_steps=d_steps, ema_decay=ema_decay, collapse_threshold=collapse_threshold,
-                           collapse_steps=collapse_steps, samples_per_epoch=samples_per_epoch)
+                           collapse_steps=collapse_steps, samples_per_epoch=samples_per_epoch,
+                           ema_bn=ema_bn)
