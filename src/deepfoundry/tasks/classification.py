@@ -1,4 +1,9 @@
-"""Classification: logits ``z = f(x)`` of shape (B, C), loss cross-entropy (optionally label-smoothed)."""
+"""Classification: logits ``z = f(x)`` of shape (B, C), loss cross-entropy (optionally label-smoothed).
+
+Evaluation keeps the class probabilities ``softmax(z)`` of every sample, so the metrics include ROC-AUC,
+PR-AUC and the calibration error (see :mod:`deepfoundry.metrics`), and :meth:`ClassificationTask.outputs`
+hands them to reports (curves, reliability diagram, worst-predicted examples).
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -25,6 +30,8 @@ class ClassificationTask(Task):
         self.reset_metrics()
 
     def training_step(self, batch: Any) -> torch.Tensor:
+        """Cross-entropy on class indices ``y`` (B,), or on soft targets ``q`` (B, C) from MixUp/CutMix
+        (``data.augment``): ``-sum_c q_c log softmax(z)_c``, label smoothing applied on top."""
         x, y = batch
         return self.loss_fn(self.model(x), y)
 
@@ -32,6 +39,7 @@ class ClassificationTask(Task):
         self._loss_sum, self._count, self._topk = 0.0, 0, 0
         self._preds: list[torch.Tensor] = []
         self._targets: list[torch.Tensor] = []
+        self._probs: list[torch.Tensor] = []
 
     def evaluation_step(self, batch: Any) -> None:
         x, y = batch
@@ -40,6 +48,7 @@ class ClassificationTask(Task):
         self._count += len(y)
         self._preds.append(logits.argmax(dim=1).cpu())
         self._targets.append(y.cpu())
+        self._probs.append(torch.softmax(logits, dim=1).cpu())  # (B, C)
         if self.top_k:
             top = logits.topk(self.top_k, dim=1).indices  # (B, k)
             self._topk += int((top == y[:, None]).any(dim=1).sum())
@@ -47,10 +56,18 @@ class ClassificationTask(Task):
     def compute_metrics(self) -> dict[str, Any]:
         pred = torch.cat(self._preds).numpy() if self._preds else np.zeros(0, dtype=np.int64)
         target = torch.cat(self._targets).numpy() if self._targets else np.zeros(0, dtype=np.int64)
+        proba = self.outputs()["proba"]
         out = {"loss": self._loss_sum / max(1, self._count)}
         out.update(classification_metrics(pred, target, self.num_classes,
-                                          {self.top_k: self._topk} if self.top_k else None))
+                                          {self.top_k: self._topk} if self.top_k else None,
+                                          proba=proba if len(proba) else None))
         return out
+
+    def outputs(self) -> dict[str, np.ndarray]:
+        """What the last evaluation pass saw, in loader order: ``proba`` (N, C) and ``target`` (N,)."""
+        proba = torch.cat(self._probs).double().numpy() if self._probs else np.zeros((0, self.num_classes))
+        target = torch.cat(self._targets).numpy() if self._targets else np.zeros(0, dtype=np.int64)
+        return {"proba": proba, "target": target}
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
