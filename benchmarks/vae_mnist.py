@@ -11,6 +11,7 @@ subprocess and is stopped at the first epoch whose `train_s` reaches the budget.
 system) are reported too: on a shared machine they say how much computing each side actually got.
 
 usage: python benchmarks/vae_mnist.py [--data DIR] [--budget 600] [--epochs 12] [--threads 2] [--iw-k 100]
+       [--recipe conv-vae-mnist] [--set model.flow_steps=4 ...]
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import tempfile
 import time
 
 import torch
+import yaml
 
 from _common import SHARED, print_table, write_result
 import deepfoundry
@@ -61,23 +63,24 @@ class Curve(Callback):
 
 
 def ours(data: str, budget: float, epochs: int, threads: int, iw_k: int, iw_images: int,
-         limit: int | None = None) -> dict:
+         limit: int | None = None, recipe: str = "conv-vae-mnist", extra: dict | None = None) -> dict:
     curve = Curve(budget)
     with tempfile.TemporaryDirectory() as tmp:
-        run = deepfoundry.train("conv-vae-mnist", out=f"{tmp}/run", callbacks=[curve], overrides={
+        run = deepfoundry.train(recipe, out=f"{tmp}/run", callbacks=[curve], overrides={
             "data.root": data, "trainer.epochs": epochs, "trainer.threads": threads, "trainer.progress": False,
-            "trainer.tensorboard": False, "trainer.restore_best": False, "data.limit": limit})
+            "trainer.tensorboard": False, "trainer.restore_best": False, "data.limit": limit, **(extra or {})})
         torch.set_num_threads(threads)
         x = run.data().test.x[:iw_images]
         started = time.perf_counter()
         nll = importance_weighted_nll(run.model.eval(), x, k=iw_k)
         iw_seconds = time.perf_counter() - started
         elbo_same = run.evaluate("test")["neg_elbo"]
+        model_cfg = run.config.model.model_dump(mode="json")
     return {"curve": curve.rows, "final_test_neg_elbo": curve.rows[-1]["test_neg_elbo"],
             "best_test_neg_elbo": min(r["test_neg_elbo"] for r in curve.rows),
             "train_s": curve.rows[-1]["train_s"], "cpu_s": curve.rows[-1]["cpu_s"],
             "iw_nll": float(nll.mean()), "iw_k": iw_k, "iw_images": len(x), "iw_seconds": iw_seconds,
-            "test_neg_elbo_all": elbo_same}
+            "test_neg_elbo_all": elbo_same, "recipe": recipe, "model": model_cfg}
 
 
 def anchor(path: str, data: str, budget: float) -> dict:
@@ -102,6 +105,17 @@ def anchor(path: str, data: str, budget: float) -> dict:
             "cpu_s_total": round(cpu, 1)}
 
 
+def _overrides(sets: list[str]) -> dict:
+    """``["model.flow_steps=4", ...]`` -> ``{"model.flow_steps": 4}`` (values parsed as YAML)."""
+    out = {}
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--set needs KEY=VALUE; received {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(SHARED / "datasets" / "mnist"))
@@ -111,20 +125,25 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--iw-k", type=int, default=100)
     parser.add_argument("--iw-images", type=int, default=1000)
+    parser.add_argument("--recipe", default="conv-vae-mnist", help="our recipe (a VAE recipe on MNIST)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="override of our recipe, e.g. --set model.flow_steps=4 (repeatable)")
     parser.add_argument("--limit", type=int, default=None, help="training images of ours (smoke runs only)")
     args = parser.parse_args()
-    mine = ours(args.data, args.budget, args.epochs, args.threads, args.iw_k, args.iw_images, args.limit)
+    mine = ours(args.data, args.budget, args.epochs, args.threads, args.iw_k, args.iw_images, args.limit, args.recipe,
+                _overrides(args.sets))
     plain = anchor(args.anchor, args.data, args.budget)
     rows = [{"model": "plain MLP VAE 784-400-20 (anchor)", "epochs": len(plain["curve"]), "train s": plain["train_s"],
              "final test -ELBO": plain["final_test_neg_elbo"], "best test -ELBO": plain["best_test_neg_elbo"],
              "IW NLL": float("nan")},
-            {"model": "deepfoundry conv-vae-mnist", "epochs": len(mine["curve"]), "train s": mine["train_s"],
+            {"model": f"deepfoundry {args.recipe}", "epochs": len(mine["curve"]), "train s": mine["train_s"],
              "final test -ELBO": mine["final_test_neg_elbo"], "best test -ELBO": mine["best_test_neg_elbo"],
              "IW NLL": mine["iw_nll"]}]
     print_table(rows)
     print(f"conv VAE: IW estimate of -log p(x), k={mine['iw_k']}, {mine['iw_images']} test images: "
           f"{mine['iw_nll']:.2f} nats ({mine['iw_seconds']:.0f} s); target test -ELBO <= 96")
     path = write_result("vae_mnist", {"data": args.data, "budget_s": args.budget, "threads": args.threads,
+                                       "epochs": args.epochs, "overrides": _overrides(args.sets),
                                        "ours": mine, "anchor": plain, "table": rows})
     print(f"wrote {path}")
 

@@ -1,4 +1,4 @@
-"""DCGAN capacity option and the EMA generator's batch-norm recalibration."""
+"""DCGAN capacity option, the EMA generator's batch-norm recalibration, fused Adam."""
 import pytest
 import torch
 
@@ -45,3 +45,23 @@ def test_ema_bn_option_is_checked():
 
     with pytest.raises(DeepfoundryError, match="ema_bn"):
         adversarial(model=dcgan(input_size=(8, 8), base_channels=4), info={}, ema_bn="average")
+
+
+def test_fused_adam_takes_the_same_step_and_is_checked():
+    from deepfoundry.config import OptimConfig
+    from deepfoundry.optim import build_optimizer
+
+    out = []
+    for fused in (False, True):
+        torch.manual_seed(0)
+        layer = torch.nn.Linear(30, 20)
+        opt = build_optimizer(OptimConfig(name="adamw", lr=1e-2, weight_decay=0.1, fused=fused), layer.parameters())
+        for step in range(5):
+            torch.manual_seed(step)
+            layer(torch.randn(8, 30)).square().mean().backward()
+            opt.step()
+            opt.zero_grad()
+        out.append(layer.weight.detach().clone())
+    torch.testing.assert_close(out[0], out[1], rtol=1e-5, atol=1e-6)
+    with pytest.raises(DeepfoundryError, match="optim.fused"):
+        build_optimizer(OptimConfig(name="sgd", fused=True), layer.parameters())

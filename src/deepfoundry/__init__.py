@@ -14,6 +14,10 @@ from .data import DataBundle, build_data  # noqa: E402
 from .data import graphs as _graphs, images as _images, tabular as _tabular  # noqa: E402,F401
 from .engine import Callback, Trainer  # noqa: E402
 from .api import Run, load_run, train  # noqa: E402
+from .crossval import cross_validate  # noqa: E402
+from .compare import compare_runs  # noqa: E402
+from .tune import tune  # noqa: E402  (the function shadows the module: from deepfoundry.tune import load_space)
 
 __all__ = ["DATASETS", "MODELS", "TASKS", "Callback", "DataBundle", "DeepfoundryError", "Registry", "Run",
-           "RunConfig", "Trainer", "build_data", "load_config", "load_run", "train", "__version__"]
+           "RunConfig", "Trainer", "build_data", "compare_runs", "cross_validate", "load_config", "load_run", "train",
+           "tune", "__version__"]

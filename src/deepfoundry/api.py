@@ -28,7 +28,8 @@ from .errors import DeepfoundryError
 from .models import build_model
 from .tasks import Task, build_task
 
-CONTEXT_KEYS = ("num_classes", "in_channels", "input_size", "in_features")
+CONTEXT_KEYS = ("num_classes", "in_channels", "input_size", "in_features",
+                "tokenizer")  # tokenizer: text runs' fitted tokeniser (the pretrained text encoder maps its words)
 
 
 def seed_everything(seed: int) -> None:
@@ -114,6 +115,8 @@ def _train(recipe: str | Path | RunConfig, overrides: dict[str, Any] | list[str]
     started = time.perf_counter()
     trainer.fit(task, data, resume_from=ckpt)
     seconds = time.perf_counter() - started
+    if cfg.trainer.threads:  # fit put the process's thread count back; evaluate with the run's, as it trained
+        torch.set_num_threads(cfg.trainer.threads)
     val = trainer.evaluate(data.val) if data.val.num_samples else {}
     test = trainer.evaluate(data.test) if data.test.num_samples else {}
     meta = {
@@ -166,7 +169,9 @@ class Run:
             ctx = dict(m["context"])
             if "input_size" in ctx:
                 ctx["input_size"] = tuple(ctx["input_size"])
-            model = build_model(m["name"], m["kwargs"], ctx)
+            # initial-weight sources (transfer learning) are not needed: the run's own weights replace them
+            kwargs = {k: v for k, v in m["kwargs"].items() if k not in ("weights", "weights_file", "weights_run")}
+            model = build_model(m["name"], kwargs, ctx)
             state = load_weights(self.path / "model.safetensors")
             try:
                 model.load_state_dict(state)
@@ -215,12 +220,18 @@ class Run:
                                        "the nodes of a graph, run.predict(GraphSet.from_graphs(...).batch(ids)) for "
                                        "graphs; see docs/graphs.md")
             return x
+        if self.info.get("task_type") == "translation":
+            raise DeepfoundryError("this is a translation run: use Run.translate(texts) or 'deepfoundry translate RUN TEXT'")
         if self.info.get("input_kind") == "text":  # raw strings, tokenised as in training
             from .data.text import encode_texts, tokenizer_from_json
 
             if self.info.get("task_type") == "language_model":
                 raise DeepfoundryError("this is a language model: use Run.generate(prompt) or 'deepfoundry generate'")
             return encode_texts(tokenizer_from_json(self.info["tokenizer"]), x, int(self.info["max_length"]))
+        if self.info.get("input_kind") == "tabular":  # raw rows (DataFrame, CSV path, dicts), saved preprocessing
+            from .data.tabular import table_inputs
+
+            return table_inputs(self.info, x)
         x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
         shape = tuple(self.info.get("input_shape", x.shape[1:]))
         if tuple(x.shape) == shape:
@@ -245,6 +256,13 @@ class Run:
             return out.argmax(dim=1).numpy()
         return out.squeeze(-1).numpy()
 
+    def predict_table(self, rows: Any) -> Any:
+        """Tabular runs: a pandas DataFrame with ``prediction`` (and, for classification, ``probability`` and
+        ``p(<class>)`` columns) per raw row; ``rows`` is a DataFrame, a CSV path, a dict or a list of dicts."""
+        from .data.tabular import predict_table
+
+        return predict_table(self, rows)
+
     def generate(self, prompt: str, tokens: int = 300, temperature: float = 0.8, top_k: int | None = 40,
                  seed: int | None = None) -> str:
         """Language-model runs: the prompt continued by ``tokens`` sampled tokens (see ``tasks/language_model.py``)."""
@@ -253,7 +271,32 @@ class Run:
                                    f"'{self.path}' is a {self.info.get('task_type')} run")
         return self.task.to("cpu").generate(prompt, tokens, temperature, top_k, seed)
 
+    def translate(self, texts: str | list[str], beam: int = 1, length_penalty: float | None = None) -> list[str]:
+        """Translation runs: detokenised translations of raw source sentences (greedy, or beam search with
+        GNMT length penalty ``length_penalty``; see ``tasks/translation.py``)."""
+        if self.info.get("task_type") != "translation":
+            raise DeepfoundryError(f"translate needs a translation run (e.g. seq2seq-attention-multi30k); "
+                                   f"'{self.path}' is a {self.info.get('task_type')} run")
+        return self.task.to("cpu").translate(texts, beam=beam, length_penalty=length_penalty)
+
 
 def load_run(path: str | Path) -> Run:
     """Open a finished run directory."""
     return Run(path)
+
+
+def augment_preview(recipe: str | Path | RunConfig, out: str | Path = "augment-preview.png", n: int = 16,
+                    overrides: dict[str, Any] | list[str] | None = None, seed: int = 0) -> dict[str, Any]:
+    """Show what ``data.augment`` does to the first ``n`` training samples of a recipe.
+
+    Image data: writes a PNG grid to ``out`` (originals on top, augmented below) and returns
+    ``{"kind": "image", "out": ...}``; text data: returns ``{"kind": "text", "examples": [{original,
+    augmented}, ...]}``. ``seed`` picks the augmentation draw (see docs/augmentation.md).
+
+    >>> augment_preview("lenet5-digits", "grid.png", overrides={"data.augment": "mnist"})["out"]
+    'grid.png'
+    """
+    from .data.augment import preview
+
+    cfg = recipe if isinstance(recipe, RunConfig) else load_config(recipe, overrides)
+    return preview(cfg, out, n, seed)

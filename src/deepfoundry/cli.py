@@ -1,4 +1,4 @@
-"""The command line: ``deepfoundry list | train | evaluate | predict | generate | play | report``.
+"""The command line: ``deepfoundry list | train | evaluate | predict | generate | play | report | cv | compare | tune``.
 
 Every verb takes a recipe name, a config file or a run directory. ``--json`` prints the result as
 one JSON object on the last line of stdout. Errors are one ``error:`` line on stderr with exit code
@@ -127,10 +127,13 @@ def evaluate(
 @app.command()
 def predict(
     run_dir: Path = typer.Argument(..., help="run directory"),
-    inputs: list[str] = typer.Argument(..., help="image files or .npy arrays; for text runs, the texts themselves"),
+    inputs: list[str] = typer.Argument(..., help="image files or .npy arrays; for text runs, the texts themselves; "
+                                             "for tabular runs, CSV files of raw rows"),
     as_json: bool = typer.Option(False, "--json", help="print the predictions as JSON on the last line"),
+    out: Optional[Path] = typer.Option(None, "--out", help="tabular runs: write the rows with their predictions "
+                                                           "to this CSV file"),
 ) -> None:
-    """Predict image files, .npy arrays or (text runs) raw strings with a finished run's model."""
+    """Predict image files, .npy arrays, (text runs) raw strings or (tabular runs) CSV rows with a finished run."""
     import numpy as np
 
     from .api import load_run
@@ -139,11 +142,19 @@ def predict(
     run = load_run(run_dir)
     rows: list[dict[str, Any]] = []
     classes = run.info.get("class_names")
+    if run.info.get("task_type") == "translation":
+        raise DeepfoundryError(f"'{run_dir}' is a translation run: use 'deepfoundry translate {run_dir} TEXT...'")
     if run.info.get("input_kind") == "text":  # each argument is one text, tokenised as in training
         for text, p in zip(inputs, run.predict_proba(inputs)):
             k = int(p.argmax())
             rows.append({"input": text, "class": k, "label": classes[k], "probability": float(p[k])})
         inputs = []
+    if run.info.get("input_kind") == "tabular":  # CSV files of raw rows, transformed as in training
+        from .data.tabular import predict_csv_files
+
+        rows, inputs = predict_csv_files(run, inputs, out), []
+        if out is not None:
+            print(f"predictions: {out}")
     for path in map(Path, inputs):
         if not path.is_file():
             raise DeepfoundryError(f"input file '{path}' does not exist")
@@ -193,6 +204,25 @@ def generate(
 
 
 @app.command()
+def translate(
+    run_dir: Path = typer.Argument(..., help="run directory of a translation run (e.g. seq2seq-attention-multi30k)"),
+    texts: list[str] = typer.Argument(..., help="source sentences, one argument each"),
+    beam: int = typer.Option(1, "--beam", min=1, help="beam size (1: greedy decoding)"),
+    length_penalty: Optional[float] = typer.Option(None, "--length-penalty", help="GNMT alpha in ((5+|Y|)/6)^alpha "
+                                                   "(default: the run's task.length_penalty)"),
+    as_json: bool = typer.Option(False, "--json", help="print the translations as JSON on the last line"),
+) -> None:
+    """Translate sentences with a translation run; prints one translation per line."""
+    from .api import load_run
+
+    outputs = load_run(run_dir).translate(texts, beam=beam, length_penalty=length_penalty)
+    for text in outputs:
+        print(text)
+    if as_json:
+        _echo_json({"run": str(run_dir), "beam": beam, "translations": outputs})
+
+
+@app.command()
 def play(
     run_dir: Path = typer.Argument(..., help="run directory of a reinforcement-learning run (e.g. dqn-cartpole)"),
     episodes: int = typer.Option(10, "--episodes", min=1, help="greedy episodes to play"),
@@ -226,7 +256,7 @@ def report(
                                                                     "its feature maps for one test input"),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="folder of the data, if it moved"),
 ) -> None:
-    """Write report.html (learning curves, confusion matrix, gradient norms) into the run directory."""
+    """Write report.html (learning curves, confusion matrix, ROC/PR, calibration, worst examples) into the run."""
     from .api import load_run
     from .report import write_report
 
@@ -288,6 +318,108 @@ def interpolate(
     images = interpolate_run(run, rows, steps, cls, seed)
     path = save_grid(images, out or run.path / "interpolation.png", nrow=steps)
     print(f"interpolation: {path}")
+
+
+@app.command()
+def cv(
+    recipe: str = typer.Argument(..., help="recipe name or CONFIG.yaml"),
+    folds: int = typer.Option(5, "--folds", help="number of folds k (>= 2); stratified for classification"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="override any config key: --set trainer.epochs=5"),
+    out: Optional[Path] = typer.Option(None, "--out", help="folder of the fold runs (runs/<recipe>-cv-<time>)"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="trainer.epochs"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="seed (also picks the folds)"),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="data.root: folder of a local copy"),
+    as_json: bool = typer.Option(False, "--json", help="print the summary as JSON on the last line"),
+) -> None:
+    """k-fold cross-validation: train the recipe once per fold; print mean +- std of each test metric."""
+    from .config import apply_overrides
+    from .crossval import cross_validate, format_summary
+
+    if folds < 2:
+        raise DeepfoundryError(f"cross-validation needs --folds >= 2, received {folds}")
+    flat = _flatten_overrides(apply_overrides({}, list(set_ or [])))
+    for key, value in (("trainer.epochs", epochs), ("seed", seed), ("data.root", data_root)):
+        if value is not None:
+            flat[key] = value
+    summary = cross_validate(recipe, folds=folds, overrides=flat, out=out)
+    print(format_summary(summary))
+    print(f"cv directory: {summary['path']}")
+    if as_json:
+        _echo_json(summary)
+
+
+@app.command()
+def compare(
+    run_dirs: list[Path] = typer.Argument(..., help="run directories to compare"),
+    metric: Optional[list[str]] = typer.Option(None, "--metric", help="test metric to show (repeatable; default all)"),
+    as_json: bool = typer.Option(False, "--json", help="print the table as JSON on the last line"),
+) -> None:
+    """Tabulate runs side by side: recipe, config values that differ, weights, test metrics, wall time."""
+    from .compare import compare_runs, format_comparison
+
+    table = compare_runs(list(run_dirs), metrics=list(metric or []) or None)
+    print(format_comparison(table))
+    if as_json:
+        _echo_json(table)
+
+
+@app.command("tune")
+def tune_(
+    recipe: str = typer.Argument(..., help="recipe name or CONFIG.yaml to tune"),
+    space: str = typer.Option(..., "--space", help="space file (YAML: config key -> {type: float|int|categorical, ...}) "
+                                                   "or a shipped space's name"),
+    trials: int = typer.Option(20, "--trials", help="finished trials the study should hold in total (reruns continue)"),
+    sampler: str = typer.Option("tpe", "--sampler", help="tpe or random (seeded by --seed, default the recipe's)"),
+    pruner: str = typer.Option("median", "--pruner", help="median, hyperband or none (judged on the epoch metric)"),
+    prune_after: Optional[int] = typer.Option(None, "--prune-after", help="epochs a trial runs before it can be "
+                                              "pruned (median: epochs/10; hyperband: 1)"),
+    metric: Optional[str] = typer.Option(None, "--metric", help="validation metric, e.g. val.accuracy "
+                                                                "(default: the recipe's trainer.monitor)"),
+    direction: Optional[str] = typer.Option(None, "--direction", help="maximize or minimize (default from the metric)"),
+    storage: Optional[str] = typer.Option(None, "--storage", help="SQLAlchemy URL (default sqlite:///OUT/study.db)"),
+    study_name: Optional[str] = typer.Option(None, "--study-name", help="study name (default: the recipe's name)"),
+    workers: int = typer.Option(1, "--workers", help="parallel processes on this machine sharing the storage"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", help="seconds after which no new trial starts"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="fixed override of every trial: --set trainer.epochs=10"),
+    out: Optional[Path] = typer.Option(None, "--out", help="tuning folder (default runs/tune-<recipe>)"),
+    seed: Optional[int] = typer.Option(None, "--seed", help="sampler seed (default: the recipe's seed)"),
+    verbose: bool = typer.Option(False, "--verbose", help="show every trial's epoch lines"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON on the last line"),
+) -> None:
+    """Search hyperparameters with Optuna; writes OUT/best.yaml, trials.csv/json and plots."""
+    from .tune import tune as run_tune
+
+    result = run_tune(recipe, space, trials, sampler=sampler, pruner=pruner, metric=metric, direction=direction,
+                      storage=storage, study_name=study_name, workers=workers, timeout=timeout,
+                      overrides=list(set_ or []), out=out, seed=seed, verbose=verbose, prune_after=prune_after)
+    print(result.summary())
+    if as_json:
+        _echo_json({k: v for k, v in result.to_dict().items() if k != "trials"})
+
+
+@app.command("augment-preview")
+def augment_preview(
+    recipe: str = typer.Argument(..., help="recipe name or CONFIG.yaml whose data.augment to preview"),
+    out: Path = typer.Option(Path("augment-preview.png"), "--out", help="PNG grid to write (image data)"),
+    n: int = typer.Option(16, "--n", help="number of training samples"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="override any config key: --set data.augment=strong"),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="data.root: folder of a local copy"),
+    seed: int = typer.Option(0, "--seed", help="which augmentation draw to show"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON on the last line"),
+) -> None:
+    """Write a grid of augmented training images (originals on top), or print augmented texts."""
+    from .api import augment_preview as preview
+
+    overrides = list(set_ or []) + ([f"data.root={data_root}"] if data_root else [])
+    result = preview(recipe, out, n, overrides=overrides, seed=seed)
+    if result["kind"] == "text":
+        for ex in result["examples"]:
+            print(f"- {ex['original']}\n+ {ex['augmented']}")
+    else:
+        print(f"augment preview: {result['out']} ({result['n']} originals on top, augmented below: "
+              f"{', '.join(result['transforms'])})")
+    if as_json:
+        _echo_json(result)
 
 
 def main(argv: list[str] | None = None) -> None:

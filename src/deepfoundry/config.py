@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import DeepfoundryError
 
@@ -48,6 +48,9 @@ class DataConfig(_Open):
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of the training data held out for validation")
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0, description="share held out for test when the data set has no test split")
     normalize: bool = Field(True, description="standardise inputs with statistics of the training split")
+    augment: str | list[Any] | dict[str, Any] | None = Field(
+        None, description="training-only augmentation: a preset (light, standard, strong, cifar, mnist; eda for "
+                          "text) or a list of {name: RandomRotation, degrees: 10} entries (docs/augmentation.md)")
 
 
 class ModelConfig(_Open):
@@ -78,13 +81,26 @@ class OptimConfig(_Strict):
     nesterov: bool = Field(False, description="sgd: Nesterov momentum")
     betas: tuple[float, float] = Field((0.9, 0.999), description="adam/adamw betas")
     eps: float = Field(1e-8, gt=0.0, description="numerical stabiliser of adaptive optimizers")
+    fused: bool = Field(False, description="adam/adamw: one fused kernel per step (same update, less overhead)")
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
 
 
 class EarlyStoppingConfig(_Strict):
+    """Setting any key but ``enabled`` (``trainer.early_stopping.patience=3``) switches it on."""
+
     enabled: bool = Field(False, description="stop when the monitored metric stops improving")
+    monitor: str | None = Field(None, description="metric to watch (default trainer.monitor), e.g. val_loss")
+    mode: Literal["min", "max"] | None = Field(None, description="min or max (default trainer.mode)")
     patience: int = Field(5, ge=1, description="epochs without improvement before stopping")
     min_delta: float = Field(0.0, ge=0.0, description="smallest change that counts as an improvement")
+    restore_best: bool = Field(True, description="when it stops, put back the weights of the best epoch")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _enable_when_configured(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and raw and "enabled" not in raw:
+            return {**raw, "enabled": True}
+        return raw
 
 
 class TrainerConfig(_Strict):

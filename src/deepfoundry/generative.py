@@ -147,7 +147,8 @@ def importance_weighted_nll(model: torch.nn.Module, x: torch.Tensor, y: torch.Te
                             batch_size: int = 100, seed: int = 0) -> torch.Tensor:
     """Per-image ``-log p(x)`` estimates in nats, ``(N,)``, from ``k`` importance samples each.
 
-    ``log w_j = log p(x|z_j) + log N(z_j; 0, I) - log N(z_j; mu, diag(sigma^2))``, ``z_j ~ q(z|x)``;
+    ``log w_j = log p(x|z_j) + log N(z_j; 0, I) - log q(z_j|x)``, ``z_j ~ q(z|x)`` (``log q`` from
+    ``model.posterior_sample``: the Gaussian density, minus the IAF log-determinants if any);
     ``log p(x) ~= logsumexp_j(log w_j) - log k``. With ``k = 1`` this is a one-sample ELBO.
     """
     if k < 1:
@@ -158,15 +159,11 @@ def importance_weighted_nll(model: torch.nn.Module, x: torch.Tensor, y: torch.Te
     for start in range(0, len(x), batch_size):
         xb = x[start:start + batch_size]
         yb = None if y is None else y[start:start + batch_size]
-        mu, logvar = model.encode(xb, yb)  # (B, D)
-        std = torch.exp(0.5 * logvar)
-        eps = torch.randn((len(xb), k, mu.shape[1]), generator=gen, device=x.device)
-        z = mu[:, None] + std[:, None] * eps  # (B, k, D)
+        z, log_qz = model.posterior_sample(xb, yb, k, gen)  # (B, k, D), (B, k); exact with an IAF too
         flat_y = None if yb is None else yb.repeat_interleave(k)
-        decoded = model.decode(z.reshape(-1, mu.shape[1]), flat_y)  # (B * k, C, H, W)
+        decoded = model.decode(z.reshape(-1, z.shape[2]), flat_y)  # (B * k, C, H, W)
         log_px = model.log_likelihood(xb.repeat_interleave(k, dim=0), decoded).reshape(len(xb), k)
         log_pz = -0.5 * (z.pow(2) + log2pi).sum(2)
-        log_qz = -0.5 * (eps.pow(2) + log2pi + logvar[:, None]).sum(2)
         log_w = log_px + log_pz - log_qz  # (B, k)
         out.append(-(torch.logsumexp(log_w, dim=1) - math.log(k)))
     return torch.cat(out)

@@ -23,23 +23,44 @@ from typing import Any, Iterable
 import torch
 
 from .config import OptimConfig
+from .errors import DeepfoundryError
 
 
 def build_optimizer(cfg: OptimConfig, params: Iterable[Any]) -> torch.optim.Optimizer:
     """The optimizer named by ``cfg.name`` over ``params`` (tensors or param groups)."""
     params = list(params)
+    if cfg.fused and cfg.name not in ("adam", "adamw"):
+        raise DeepfoundryError(f"optim.fused applies to adam and adamw; received optim.name={cfg.name!r}")
     if cfg.name == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
                                weight_decay=cfg.weight_decay)
+    fused = {"fused": True} if cfg.fused else {}  # None (default) lets torch pick foreach/for-loop
     if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay, **fused)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay,
+                                 **fused)
     if cfg.name == "rmsprop":
         return torch.optim.RMSprop(params, lr=cfg.lr, momentum=cfg.momentum, eps=cfg.eps, weight_decay=cfg.weight_decay)
     if cfg.name == "adagrad":
         return torch.optim.Adagrad(params, lr=cfg.lr, eps=cfg.eps, weight_decay=cfg.weight_decay)
     raise AssertionError(cfg.name)  # the config's Literal type has rejected anything else
+
+
+def parameter_groups(task: torch.nn.Module, lr: float) -> list[dict[str, Any]]:
+    """Optimizer parameter groups of ``task``: when its model has ``param_groups(lr)`` (transfer
+    learning's discriminative learning rates, one group per layer group with its own ``lr``), those
+    groups plus one group of the task's other parameters at ``lr``; otherwise one group of all
+    parameters. Frozen parameters stay in their group (no gradient, so no update) so that gradual
+    unfreezing can train them later without rebuilding the optimizer."""
+    model = getattr(task, "model", task)
+    groups_of = getattr(model, "param_groups", None)
+    if not callable(groups_of):
+        return [{"params": list(task.parameters())}]
+    groups = [g for g in groups_of(lr) if g["params"]]
+    grouped = {id(p) for g in groups for p in g["params"]}
+    rest = [p for p in task.parameters() if id(p) not in grouped]
+    return groups + ([{"params": rest, "lr": lr, "name": "rest"}] if rest else [])
 
 
 @dataclass
@@ -65,7 +86,7 @@ def build_scheduler(cfg: OptimConfig, optimizer: torch.optim.Optimizer, steps_pe
     warmup = int(round(s.warmup_epochs * steps_per_epoch))
     if s.name == "onecycle":
         sched = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=cfg.lr, total_steps=total, pct_start=s.pct_start, div_factor=s.div_factor,
+            optimizer, max_lr=[g["lr"] for g in optimizer.param_groups], total_steps=total, pct_start=s.pct_start, div_factor=s.div_factor,
             final_div_factor=s.final_div_factor, cycle_momentum=cfg.name == "sgd" and cfg.momentum > 0)
         return Schedule(sched, "step")
     if s.name == "plateau":

@@ -1,7 +1,8 @@
 """A self-contained HTML report of a finished run: ``run_dir/report.html`` plus ``run_dir/plots/*.png``.
 
 Sections: summary (metrics table and resolved config), learning curves, the test confusion matrix with
-per-class precision / recall / F1 (classification) or predicted-vs-true (regression), per-layer gradient
+per-class precision / recall / F1, ROC and precision-recall curves, the reliability diagram and the
+worst-predicted examples (classification) or predicted-vs-true (regression), per-layer gradient
 norms (when the run logged them with ``trainer.grad_norms``) and, on request, the first convolution's
 filters and feature maps. Every plot is embedded as a base64 PNG, so the HTML file stands alone.
 
@@ -272,6 +273,142 @@ def feature_maps_section(run: "Run", conv: nn.Conv2d, plots: Path, data_root: st
     return out + _embed(fig, plots, "feature_maps")
 
 
+# ----------------------------------------------------------------------------- classification evaluation
+
+WORST_EXAMPLES = 16
+
+
+def classification_outputs(run: "Run", data_root: str | None = None, split: str = "test") -> dict[str, Any] | None:
+    """Class probabilities ``proba`` (N, C) and targets ``target`` (N,) of the run's model on ``split`` (loader
+    order), with the ``loader`` they came from; None for tasks that keep no probabilities (graph tasks)."""
+    from .engine.trainer import Trainer
+
+    task = run.task
+    if not callable(getattr(task, "outputs", None)):
+        return None
+    loader = run.data(data_root).loader(split)
+    if loader.num_samples == 0:
+        return None
+    trainer = Trainer(run.config.trainer.model_copy(update={"device": "cpu", "compile": False, "progress": False}))
+    trainer.evaluate(loader, task.to("cpu"))
+    return {**task.outputs(), "loader": loader}
+
+
+def _class_names(run: "Run", n: int) -> list[str]:
+    return [str(c) for c in (run.info.get("class_names") or range(n))][:n]
+
+
+def roc_pr_section(proba: np.ndarray, target: np.ndarray, names: list[str], plots: Path) -> str:
+    """ROC and precision-recall curves (binary: the positive class; else one-vs-rest per class, up to 20
+    drawn) with the areas, and a per-class table of ROC-AUC, PR-AUC and prevalence."""
+    from .metrics import ranking_metrics, roc_pr_curves
+
+    curves = roc_pr_curves(proba, target)
+    if not curves:
+        return NO_DATA
+    overall = ranking_metrics(proba, target)
+    fig, (roc, pr) = plt.subplots(1, 2, figsize=(11, 4.8), layout="constrained")
+    colours = plt.cm.tab20(np.linspace(0, 1, max(20, len(curves))))
+    for c, colour in zip(curves[:20], colours):
+        roc.plot(c["fpr"], c["tpr"], color=colour, lw=1.2, label=f"{names[c['class']]} ({c['roc_auc']:.3f})")
+        pr.plot(c["recall"], c["precision"], color=colour, lw=1.2, label=f"{names[c['class']]} ({c['pr_auc']:.3f})")
+    roc.plot([0, 1], [0, 1], "k--", lw=0.8, label="chance")
+    scope = "positive class" if proba.shape[1] == 2 else "one-vs-rest, macro"
+    roc.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01),
+            title=f"ROC (test), AUC {overall['roc_auc']:.3f} ({scope})")
+    pr.set(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.01),
+           title=f"Precision-recall (test), AP {overall['pr_auc']:.3f}")
+    for ax in (roc, pr):
+        ax.legend(fontsize="x-small", ncol=2 if len(curves) > 10 else 1,
+                  loc="lower right" if ax is roc else "lower left")
+    rows = [[names[c["class"]], c["roc_auc"], c["pr_auc"], c["prevalence"]] for c in curves]
+    return (_embed(fig, plots, "roc_pr") + _table(["class", "ROC-AUC", "PR-AUC (AP)", "prevalence"], rows,
+                                                   "ranking", ["macro average", overall["roc_auc"],
+                                                               overall["pr_auc"], ""]))
+
+
+def calibration_section(proba: np.ndarray, target: np.ndarray, plots: Path) -> str:
+    """Reliability diagram: accuracy against mean confidence in 15 equal-width confidence bins, and how
+    many predictions fall in each bin; the title carries the expected calibration error."""
+    from .metrics import ECE_BINS, calibration_bins, expected_calibration_error
+
+    bins = calibration_bins(proba, target, ECE_BINS)
+    ece = expected_calibration_error(proba, target, ECE_BINS)
+    edges, width = bins["edges"], 1.0 / ECE_BINS
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5.5, 6), height_ratios=(3, 1), sharex=True, layout="constrained")
+    full = bins["count"] > 0
+    ax.bar(edges[:-1][full], bins["accuracy"][full], width=width, align="edge", edgecolor="k", label="accuracy")
+    ax.bar(edges[:-1][full], bins["confidence"][full] - bins["accuracy"][full], bottom=bins["accuracy"][full],
+           width=width, align="edge", fill=False, hatch="//", edgecolor="tab:red", lw=0.8,
+           label="gap to mean confidence")
+    ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    ax.set(ylabel="accuracy", ylim=(0, 1), title=f"Reliability diagram (test), ECE {ece:.4f} ({ECE_BINS} bins)")
+    ax.legend(fontsize="small", loc="upper left")
+    hist.bar(edges[:-1], bins["count"], width=width, align="edge", edgecolor="k", color="tab:gray")
+    hist.set(xlabel="confidence (highest class probability)", ylabel="predictions", xlim=(0, 1))
+    return ("<p>Each bar is the accuracy of the test predictions whose confidence falls in that bin; a "
+            "calibrated model's bars reach the diagonal. ECE = sum over bins of (share of predictions) x "
+            "|accuracy - mean confidence|.</p>" + _embed(fig, plots, "reliability"))
+
+
+def _raw_inputs(x: torch.Tensor, preprocess: dict[str, Any] | None) -> torch.Tensor:
+    """Undo a fitted standardisation (``x * std + mean``) so examples show in the data's own units."""
+    if not preprocess or preprocess.get("kind") != "standardize":
+        return x.float()
+    shape = (1, x.shape[1], 1, 1) if x.dim() == 4 else (1, *x.shape[1:])
+    mean = torch.tensor(preprocess["mean"], dtype=torch.float32).reshape(shape)
+    std = torch.tensor(preprocess["std"], dtype=torch.float32).reshape(shape)
+    return x.float() * std + mean
+
+
+def worst_examples_section(run: "Run", outputs: dict[str, Any], names: list[str], plots: Path,
+                           k: int = WORST_EXAMPLES) -> str:
+    """The ``k`` test examples with the highest loss ``-log P[n, y_n]``: image thumbnails (image data), the
+    raw feature values (tables) or the text (text data), with true class, prediction and probabilities."""
+    proba, target, loader = outputs["proba"], outputs["target"], outputs["loader"]
+    loss = -np.log(np.clip(proba[np.arange(len(target)), target], 1e-12, None))  # (N,) cross-entropy per sample
+    worst = np.argsort(-loss, kind="stable")[:k]
+    pred = proba.argmax(axis=1)
+    kind = run.info.get("input_kind")
+    header = ["test index", "true", "predicted", "P(true)", "P(predicted)", "loss"]
+    rows = [[int(i), names[target[i]], names[pred[i]], float(proba[i, target[i]]), float(proba[i, pred[i]]),
+             float(loss[i])] for i in worst]
+    out = ""
+    if kind == "image" and hasattr(loader, "x"):
+        images = _raw_inputs(loader.x[torch.from_numpy(worst)], run.info.get("preprocess"))  # (k, C, H, W)
+        panels = [(f"#{i}: {names[target[i]]} -> {names[pred[i]]}\np={proba[i, pred[i]]:.2f}", _as_image(img), "gray")
+                  for i, img in zip(worst, images)]
+        out += _embed(_grid(panels, "Highest-loss test images (true -> predicted)"), plots, "worst_examples")
+    elif kind in ("table", "tabular") and hasattr(loader, "x"):
+        values = _raw_inputs(loader.x[torch.from_numpy(worst)], run.info.get("preprocess")).numpy()
+        values = values.reshape(len(worst), -1)
+        features = [str(f) for f in run.info.get("feature_names") or []]
+        if len(features) != values.shape[1]:
+            features = [f"x{j}" for j in range(values.shape[1])]
+        header += features
+        rows = [row + [float(v) for v in vals] for row, vals in zip(rows, values)]
+        if kind == "tabular":  # CSV tables: the model's inputs after the run's saved preprocessing
+            out += "<p>Feature values after the run's preprocessing (scaling, imputation, encoding).</p>"
+    elif kind == "text" and hasattr(loader, "seqs") and run.info.get("tokenizer"):
+        from .data.text import tokenizer_from_json
+
+        tok = tokenizer_from_json(run.info["tokenizer"])
+        header.append("text")
+        rows = [row + [tok.decode(loader.seqs[i].tolist())] for row, i in zip(rows, worst)]
+    return out + _table(header, rows, "worst")
+
+
+def classification_sections(run: "Run", plots: Path, data_root: str | None) -> list[tuple[str, str]]:
+    """ROC and PR curves, reliability diagram and worst-predicted examples of a classification run's test split."""
+    outputs = classification_outputs(run, data_root)
+    if outputs is None:
+        return []
+    names = _class_names(run, outputs["proba"].shape[1])
+    return [("ROC and precision-recall curves", roc_pr_section(outputs["proba"], outputs["target"], names, plots)),
+            ("Calibration", calibration_section(outputs["proba"], outputs["target"], plots)),
+            ("Worst-predicted examples", worst_examples_section(run, outputs, names, plots))]
+
+
 def write_report(run: "Run", feature_maps: bool = False, data_root: str | None = None) -> Path:
     """Write ``run.path / "report.html"`` (plots also under ``run.path / "plots"``) and return its path.
 
@@ -291,6 +428,7 @@ def write_report(run: "Run", feature_maps: bool = False, data_root: str | None =
         sections.append(("Predicted vs true", regression_section(run, plots, data_root)))
     elif kind == "classification":
         sections.append(("Confusion matrix", confusion_section(run, plots)))
+        sections.extend(classification_sections(run, plots, data_root))
     elif kind == "rl":  # reinforcement learning has no Task object: curves over environment steps
         from .rl.report import report_sections as rl_sections
 
@@ -316,3 +454,4 @@ def write_report(run: "Run", feature_maps: bool = False, data_root: str | None =
 # returns ``[(title, html), ...]``; build the html with these).
 embed_figure = _embed
 html_table = _table
+

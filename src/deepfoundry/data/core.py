@@ -42,6 +42,8 @@ class ArrayLoader:
         self.x, self.y = x, y
         self.batch_size, self.shuffle, self.seed, self.drop_last = batch_size, shuffle, seed, drop_last
         self.epoch = 0
+        # data.augment: ``(batch, epoch=, index=) -> batch``, applied by the Trainer to training batches on the device
+        self.batch_transform: Any = None
 
     def __len__(self) -> int:
         n = len(self.x)
@@ -124,6 +126,7 @@ def build_data(cfg: Any, seed: int = 0) -> DataBundle:
     :class:`ArrayLoader`) or a ready :class:`DataBundle` whose loaders follow ArrayLoader's protocol
     (``__len__``, ``epoch_batches(epoch, skip)``, ``__iter__``, ``num_samples``)."""
     from ..registry import DATASETS
+    from .augment import attach_augment
 
     register_all()
     context = {"root": cfg.root, "download": cfg.download, "val_fraction": cfg.val_fraction,
@@ -132,6 +135,7 @@ def build_data(cfg: Any, seed: int = 0) -> DataBundle:
     splits = DATASETS.build(cfg.name, cfg.builder_kwargs(), context=context, key="data")
     if isinstance(splits, DataBundle):  # modalities with their own loaders (graphs, ...) build the bundle
         splits.info.setdefault("dataset", cfg.name)
+        attach_augment(splits, cfg.augment, seed)
         return splits
     info = dict(splits.info)
     info["dataset"] = cfg.name
@@ -145,9 +149,11 @@ def build_data(cfg: Any, seed: int = 0) -> DataBundle:
     xtr, xva, xte = (apply_preprocess(x, pre) for x in (xtr, xva, xte))
     info.setdefault("input_shape", list(xtr.shape[1:]))
     info["num_train"], info["num_val"], info["num_test"] = len(xtr), len(xva), len(xte)
-    return DataBundle(
+    bundle = DataBundle(
         train=ArrayLoader(xtr, ytr, cfg.batch_size, shuffle=True, seed=seed),
         val=ArrayLoader(xva, yva, cfg.eval_batch_size),
         test=ArrayLoader(xte, yte, cfg.eval_batch_size),
         info=info,
     )
+    attach_augment(bundle, cfg.augment, seed)  # training-only augmentation (data/augment.py)
+    return bundle

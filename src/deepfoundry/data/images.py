@@ -27,6 +27,7 @@ from sklearn.model_selection import train_test_split
 
 from ..errors import DeepfoundryError
 from ..registry import DATASETS
+from ..splits import check_strategy
 from .core import Splits
 
 DIGIT_CLASSES = [str(i) for i in range(10)]
@@ -130,16 +131,19 @@ def _missing_root(name: str, folder: Path, what: str) -> DeepfoundryError:
 
 @DATASETS.register("digits")
 def digits(*, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0,
-           limit: int | None = None) -> Splits:
+           limit: int | None = None, split: str = "stratified") -> Splits:
     """scikit-learn's 1,797 handwritten digits, 8x8 grayscale, 10 classes (offline)."""
     from sklearn.datasets import load_digits
 
+    stratified = check_strategy(split, ("stratified", "random")) == "stratified"  # data.split
     bunch = load_digits()
     images = (bunch.images / 16.0).astype(np.float32)[:, None]  # (N, 1, 8, 8), pixels 0..16 -> [0, 1]
     labels = bunch.target.astype(np.int64)
-    train, val, test = three_way_split(labels, len(labels), val_fraction, test_fraction, seed, limit)
+    train, val, test = three_way_split(labels if stratified else None, len(labels), val_fraction, test_fraction,
+                                       seed, limit)
     pick = lambda idx: (torch.from_numpy(images[idx]), torch.from_numpy(labels[idx]))  # noqa: E731
-    note = (f"{_counts_note(len(train), len(val), len(test))}: a stratified random split (seed {seed}) of "
+    kind = "a stratified random" if stratified else "a random"
+    note = (f"{_counts_note(len(train), len(val), len(test))}: {kind} split (seed {seed}) of "
             f"scikit-learn's {len(labels):,} digits, {test_fraction:.0%} test, then {val_fraction:.0%} of the rest val")
     return Splits(pick(train), pick(val), pick(test), _image_info(DIGIT_CLASSES, (1, 8, 8), note))
 
@@ -391,7 +395,8 @@ def _read_image(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarr
 
 @DATASETS.register("image-folder")
 def image_folder(*, root: str | None = None, image_size: int | list[int] = 32, grayscale: bool = False,
-                 val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0) -> Splits:
+                 val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0,
+                 split: str = "stratified") -> Splits:
     """Your own images: root/<class>/*.png|jpg|jpeg|bmp|gif|webp, resized to image_size, split by fraction."""
     if not root:
         raise DeepfoundryError("dataset 'image-folder' needs data.root (--data-root): a folder with one "
@@ -401,6 +406,7 @@ def image_folder(*, root: str | None = None, image_size: int | list[int] = 32, g
         raise DeepfoundryError(f"dataset 'image-folder': folder '{folder}' does not exist; point --data-root "
                                f"(data.root) at a folder with one sub-folder of images per class")
     height, width = _image_size(image_size)
+    stratified = check_strategy(split, ("stratified", "random")) == "stratified"  # data.split
     class_dirs = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
     if len(class_dirs) < 2:
         raise DeepfoundryError(f"dataset 'image-folder': '{folder}' has {len(class_dirs)} class folder(s); "
@@ -415,8 +421,9 @@ def image_folder(*, root: str | None = None, image_size: int | list[int] = 32, g
     mode = "L" if grayscale else "RGB"
     images = np.stack([_read_image(p, mode, (height, width)) for p, _ in files])
     labels = np.array([label for _, label in files], dtype=np.int64)
-    train, val, test = three_way_split(labels, len(labels), val_fraction, test_fraction, seed)
-    note = (f"{_counts_note(len(train), len(val), len(test))} from '{folder}': a stratified random split "
+    train, val, test = three_way_split(labels if stratified else None, len(labels), val_fraction, test_fraction, seed)
+    kind = "a stratified random" if stratified else "a random"
+    note = (f"{_counts_note(len(train), len(val), len(test))} from '{folder}': {kind} split "
             f"(seed {seed}), {test_fraction:.0%} test, then {val_fraction:.0%} of the rest val")
     info = _image_info([d.name for d in class_dirs], (images.shape[1], height, width), note, resize=True)
     return Splits(_to_tensors(images, labels, train), _to_tensors(images, labels, val),

@@ -280,10 +280,25 @@ class PaddedTextLoader:
     """
 
     def __init__(self, sequences: list[list[int]], labels: torch.Tensor, batch_size: int, shuffle: bool = False,
-                 seed: int = 0) -> None:
+                 seed: int = 0, texts: list[str] | None = None, tokenizer: Tokenizer | None = None,
+                 max_length: int | None = None) -> None:
         self.seqs = [torch.tensor(s if s else [UNK], dtype=torch.long) for s in sequences]
         self.labels, self.batch_size, self.shuffle, self.seed = labels, batch_size, shuffle, seed
         self.epoch = 0
+        self.texts, self.tokenizer, self.max_length = texts, tokenizer, max_length  # raw texts: for augmentation
+        self.augment: Any = None  # a data.text_augment.TextAugment, applied to raw texts each epoch (training only)
+
+    def set_augment(self, augment: Any) -> None:
+        """Augment the raw texts (``augment.for_sample(text, epoch, i)``) before tokenising every batch."""
+        if self.texts is None or self.tokenizer is None:
+            raise DeepfoundryError("this text loader keeps no raw texts, so it cannot augment them")
+        self.augment = augment
+
+    def _sequence(self, j: int, epoch: int) -> torch.Tensor:
+        if self.augment is None:
+            return self.seqs[j]
+        ids = self.tokenizer.encode(self.augment.for_sample(self.texts[j], epoch, j))[:self.max_length] or [UNK]
+        return torch.tensor(ids, dtype=torch.long)
 
     @property
     def num_samples(self) -> int:
@@ -302,7 +317,7 @@ class PaddedTextLoader:
         bs = self.batch_size
         for i in range(skip, len(self)):
             idx = order[i * bs:(i + 1) * bs].tolist()
-            yield collate([self.seqs[j] for j in idx]), self.labels[idx]
+            yield collate([self._sequence(j, epoch) for j in idx]), self.labels[idx]
 
     def __iter__(self) -> Iterator[tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]]:
         return self.epoch_batches(self.epoch)
@@ -400,7 +415,9 @@ def classification_bundle(texts: list[str], labels: list[str], source: str, toke
     truncated = sum(len(e) > max_length for e in encoded)
     encoded = [e[:max_length] for e in encoded]
     loaders = [PaddedTextLoader([encoded[i] for i in idx], torch.from_numpy(y[idx]),
-                                batch_size if k == 0 else eval_batch_size, shuffle=k == 0, seed=seed)
+                                batch_size if k == 0 else eval_batch_size, shuffle=k == 0, seed=seed,
+                                **({"texts": [texts[i] for i in idx], "tokenizer": tok, "max_length": max_length}
+                                   if k == 0 else {}))  # raw training texts, for data.augment
                for k, idx in enumerate(parts)]
     info = {
         "task_type": "classification", "input_kind": "text", "tokenizer": tok.to_json(), "max_length": max_length,

@@ -65,28 +65,50 @@ def monitored(record: dict[str, Any], monitor: str) -> float:
 
 
 class EarlyStopping(Callback):
-    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs."""
+    """Stop when ``monitor`` has not improved by ``min_delta`` for ``patience`` epochs.
 
-    def __init__(self, monitor: str = "val_loss", mode: str = "min", patience: int = 5, min_delta: float = 0.0) -> None:
+    An epoch improves when ``value < best - min_delta`` (mode ``min``) or ``value > best + min_delta``
+    (mode ``max``). With ``restore_best`` the weights of the best epoch are kept (a copy on the
+    model's device) and put back when training stops early, so the returned model is the best one
+    seen, not the last. The best value, the wait counter and the kept weights are part of the
+    checkpoint, so a resumed run stops at the same epoch with the same weights.
+    """
+
+    def __init__(self, monitor: str = "val_loss", mode: str = "min", patience: int = 5, min_delta: float = 0.0,
+                 restore_best: bool = False) -> None:
         self.monitor, self.mode, self.patience, self.min_delta = monitor, mode, patience, min_delta
+        self.restore_best = restore_best
         self.best: float | None = None
+        self.best_epoch: int | None = None
         self.wait = 0
+        self.best_weights: dict[str, torch.Tensor] | None = None
+        self.restored = False
 
     def on_epoch_end(self, trainer: "Trainer", record: dict[str, Any]) -> None:
         value = monitored(record, self.monitor)
         if is_better(value, self.best, self.mode, self.min_delta):
-            self.best, self.wait = value, 0
+            self.best, self.best_epoch, self.wait = value, record["epoch"], 0
+            if self.restore_best:
+                self.best_weights = {k: v.detach().clone() for k, v in trainer.unwrapped_model.state_dict().items()}
         else:
             self.wait += 1
             if self.wait >= self.patience:
                 trainer.should_stop = True
-                trainer.stop_reason = f"early stopping: {self.monitor} did not improve for {self.patience} epochs"
+                trainer.stop_reason = (f"early stopping: {self.monitor} did not improve for {self.patience} epochs "
+                                       f"(best {self.best:.4g} at epoch {self.best_epoch})")
+
+    def on_fit_end(self, trainer: "Trainer") -> None:
+        if self.restore_best and trainer.should_stop and self.best_weights is not None:
+            trainer.unwrapped_model.load_state_dict(self.best_weights)
+            self.restored = True
+            trainer.stop_reason = f"{trainer.stop_reason}; restored the weights of epoch {self.best_epoch}"
 
     def state_dict(self) -> dict[str, Any]:
-        return {"best": self.best, "wait": self.wait}
+        return {"best": self.best, "best_epoch": self.best_epoch, "wait": self.wait, "best_weights": self.best_weights}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.wait = state.get("best"), state.get("wait", 0)
+        self.best_epoch, self.best_weights = state.get("best_epoch"), state.get("best_weights")
 
 
 class Checkpoint(Callback):

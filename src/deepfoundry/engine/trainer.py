@@ -20,7 +20,7 @@ from torch import nn
 from ..config import OptimConfig, TrainerConfig
 from ..data.core import ArrayLoader, DataBundle
 from ..errors import DeepfoundryError
-from ..optim import Schedule, build_optimizer, build_scheduler
+from ..optim import Schedule, build_optimizer, build_scheduler, parameter_groups
 from ..tasks.base import Task
 from . import callbacks as cbs
 from .checkpoint import load_state, save_state
@@ -86,8 +86,10 @@ class Trainer:
     def _default_callbacks(self) -> list[cbs.Callback]:
         c = self.config
         out: list[cbs.Callback] = [cbs.ProgressBar(enabled=c.progress)]
-        if c.early_stopping.enabled:
-            out.append(cbs.EarlyStopping(c.monitor, c.mode, c.early_stopping.patience, c.early_stopping.min_delta))
+        es = c.early_stopping
+        if es.enabled:
+            out.append(cbs.EarlyStopping(es.monitor or c.monitor, es.mode or c.mode, es.patience, es.min_delta,
+                                         restore_best=es.restore_best))
         if c.grad_norms:
             out.append(cbs.GradientNorms(c.log_every_steps))
         if self.run_dir is not None:
@@ -124,7 +126,7 @@ class Trainer:
         if task.manual_optimization:
             self.optimizers = dict(task.configure_optimizers(self.optim_config))
         else:
-            self.optimizers = {"main": build_optimizer(self.optim_config, task.parameters())}
+            self.optimizers = {"main": build_optimizer(self.optim_config, parameter_groups(task, self.optim_config.lr))}
             steps = math.ceil(len(data.train) / self.accumulate)
             self.schedule = build_scheduler(self.optim_config, self.optimizers["main"], steps, self.epochs)
         if c.precision == "fp16" and self.device.type == "cuda":
@@ -132,7 +134,8 @@ class Trainer:
         if c.compile:
             task.model = torch.compile(task.model)
         self.steps_per_epoch_batches = len(data.train)
-        for cb in getattr(task, "callbacks", lambda: [])():  # a task's own callbacks (e.g. GAN sample grids)
+        own = [*getattr(task, "callbacks", lambda: [])(), *getattr(self.unwrapped_model, "callbacks", lambda: [])()]
+        for cb in own:  # the task's and the model's own callbacks (GAN sample grids, gradual unfreezing)
             if not any(type(c) is type(cb) for c in self.callbacks):
                 self.callbacks.append(cb)
         self._hooks = {h: [cb for cb in self.callbacks if cbs.overrides(cb, h)]
@@ -196,7 +199,8 @@ class Trainer:
                 task.model = self.unwrapped_model
             for cb in self.callbacks:
                 cb.on_fit_end(self)
-        if self.config.restore_best:
+        stopped = next((cb for cb in self.callbacks if isinstance(cb, cbs.EarlyStopping) and cb.restored), None)
+        if self.config.restore_best and stopped is None:  # early stopping already put its best weights back
             best = next((cb for cb in self.callbacks if isinstance(cb, cbs.Checkpoint)), None)
             if best is not None and best.best_path.exists():
                 self.unwrapped_model.load_state_dict(load_state(best.best_path)["model"])
@@ -213,9 +217,12 @@ class Trainer:
         n_batches = len(loader)
         loss_sum_t = torch.zeros((), device=self.device)
         move = self.device.type != "cpu" or c.channels_last  # CPU tensors need no copy
+        augment = getattr(loader, "batch_transform", None)  # data.augment: training batches only, on the device
         for batch in loader.epoch_batches(self.epoch, skip=self.batch_in_epoch):
             if move:
                 batch = self._to_device(batch)
+            if augment is not None:
+                batch = augment(batch, epoch=self.epoch, index=self.batch_in_epoch)
             with self.autocast():
                 loss = task.training_step(batch)
             if on_cpu:  # reading the loss back is free on the CPU: check every step, before the update

@@ -11,7 +11,16 @@ a decoder maps a latent ``z`` (and ``y``) to the parameters of ``p(x|z)``:
 
 The reparameterisation trick draws ``z = mu + exp(logvar / 2) * eps, eps ~ N(0, I)``, so the
 sample is differentiable in ``mu`` and ``logvar``. The prior is ``p(z) = N(0, I)``; ``sample(n)``
-decodes draws from it. Shapes: images ``(B, C, H, W)``, latents ``(B, latent_dim)``.
+decodes draws from it.
+
+``flow_steps > 0`` makes the posterior richer with inverse autoregressive flow (Kingma et al.,
+"Improved Variational Inference with Inverse Autoregressive Flow", 2016): starting from
+``z_0 = mu + sigma * eps``, each step ``t`` computes ``(m, s) = MADE_t(z_{t-1}, h)`` (output ``i`` sees
+only inputs ``< i`` in the step's order, plus the encoder features ``h``) and
+``z_t = sigmoid(s) * z_{t-1} + (1 - sigmoid(s)) * m``. The Jacobian is triangular, so
+``log q(z_T|x) = log N(z_0; mu, sigma^2) - sum_t sum_i log sigmoid(s_t,i)``, exactly;
+:meth:`VAE.posterior_sample` returns ``z_T`` with that log-density. Successive steps alternate the
+variable order. Shapes: images ``(B, C, H, W)``, latents ``(B, latent_dim)``.
 
 >>> vae = vae_conv(input_size=(28, 28))
 >>> logits, mu, logvar = vae(torch.rand(2, 1, 28, 28))
@@ -32,6 +41,50 @@ from ..nn.activations import image_size, make_activation, positive_int
 from ..registry import MODELS
 
 LIKELIHOODS = ("bernoulli", "gaussian")
+LOG_2PI = math.log(2 * math.pi)
+
+
+class MaskedLinear(nn.Linear):
+    """``y = (W * M) x + b`` with a fixed 0/1 mask ``M`` (MADE, Germain et al. 2015)."""
+
+    def __init__(self, in_features: int, out_features: int, mask: torch.Tensor) -> None:
+        super().__init__(in_features, out_features)
+        self.register_buffer("mask", mask.to(self.weight.dtype), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight * self.mask, self.bias)
+
+
+class IAFStep(nn.Module):
+    """One inverse autoregressive flow step on ``z`` ``(N, D)`` with context ``h`` ``(N, C)``.
+
+    ``(m, s) = MADE(z, h)`` with ``m_i, s_i`` depending on ``z_{order < order(i)}`` only;
+    ``z' = sigmoid(s) * z + (1 - sigmoid(s)) * m``; ``log |det dz'/dz| = sum_i log sigmoid(s_i)``.
+    ``s`` starts near +2 (``sigmoid ~ 0.88``), so a fresh step is close to the identity.
+    """
+
+    def __init__(self, dim: int, context: int, hidden: int, reverse: bool, activation: str) -> None:
+        super().__init__()
+        order = torch.arange(dim - 1, -1, -1) if reverse else torch.arange(dim)  # order(i) in 0..D-1
+        hid = torch.arange(hidden) % max(1, dim - 1)  # hidden degrees in 0..D-2
+        self.inp = MaskedLinear(dim, hidden, (hid[:, None] >= order[None, :]))
+        self.ctx = nn.Linear(context, hidden)
+        self.hid = MaskedLinear(hidden, hidden, (hid[:, None] >= hid[None, :]))
+        out_mask = (order[:, None] > hid[None, :])
+        self.out = MaskedLinear(hidden, 2 * dim, torch.cat([out_mask, out_mask]))
+        self.act1, self.act2 = make_activation(activation), make_activation(activation)
+        nn.init.zeros_(self.out.weight)  # start as z' = sigmoid(2) z + (1 - sigmoid(2)) * 0
+        with torch.no_grad():
+            self.out.bias.zero_()
+            self.out.bias[dim:] = 2.0
+        self.dim = dim
+
+    def forward(self, z: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(z', log |det dz'/dz|)``, shapes ``(N, D)`` and ``(N,)``."""
+        a = self.act2(self.hid(self.act1(self.inp(z) + self.ctx(h))))
+        m, s = self.out(a).split(self.dim, dim=1)
+        gate = torch.sigmoid(s)
+        return gate * z + (1 - gate) * m, F.logsigmoid(s).sum(1)
 
 
 class VAE(nn.Module):
@@ -43,7 +96,8 @@ class VAE(nn.Module):
     """
 
     def __init__(self, encoder_body: nn.Module, feature_size: int, decoder_body: nn.Module, latent_dim: int,
-                 image_shape: tuple[int, int, int], likelihood: str, conditional: bool, num_classes: int) -> None:
+                 image_shape: tuple[int, int, int], likelihood: str, conditional: bool, num_classes: int,
+                 flow_steps: int = 0, flow_hidden: int = 256, flow_activation: str = "elu") -> None:
         super().__init__()
         if likelihood not in LIKELIHOODS:
             raise DeepfoundryError(f"likelihood must be one of {', '.join(LIKELIHOODS)}; received {likelihood!r}")
@@ -56,6 +110,11 @@ class VAE(nn.Module):
         self.decoder_body = decoder_body
         if likelihood == "gaussian":
             self.log_sigma = nn.Parameter(torch.zeros(()))  # one learned noise scale for all pixels
+        if isinstance(flow_steps, bool) or not isinstance(flow_steps, int) or flow_steps < 0:
+            raise DeepfoundryError(f"flow_steps must be an integer >= 0 (0: Gaussian posterior); received {flow_steps!r}")
+        hidden = positive_int("flow_hidden", flow_hidden)
+        self.flows = nn.ModuleList(IAFStep(latent_dim, feature_size + extra, hidden, t % 2 == 1, flow_activation)
+                                   for t in range(flow_steps))
 
     def _one_hot(self, y: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
         if not self.conditional:
@@ -64,13 +123,44 @@ class VAE(nn.Module):
             raise DeepfoundryError("this VAE is conditional: it needs class labels y")
         return F.one_hot(y.long(), self.num_classes).to(like.dtype)
 
-    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(mu, logvar)`` of ``q(z|x[, y])``, each ``(B, latent_dim)``."""
+    def features(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Encoder features ``h`` ``(B, F [+ num_classes])`` that the Gaussian heads and the flow read."""
         h = self.encoder_body(x)  # (B, F)
         onehot = self._one_hot(y, h)
-        if onehot is not None:
-            h = torch.cat([h, onehot], dim=1)
+        return h if onehot is None else torch.cat([h, onehot], dim=1)
+
+    def encode(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mu, logvar)`` of the Gaussian ``q(z_0|x[, y])``, each ``(B, latent_dim)``."""
+        h = self.features(x, y)
         return self.mu(h), self.logvar(h)
+
+    @property
+    def has_flow(self) -> bool:
+        return len(self.flows) > 0
+
+    def posterior_sample(self, x: torch.Tensor, y: torch.Tensor | None = None, k: int = 1,
+                         generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``k`` draws ``z ~ q(z|x[, y])`` per image and their exact ``log q(z|x)``: ``(B, k, D)``, ``(B, k)``.
+
+        ``z_0 = mu + sigma * eps``, ``log N(z_0; mu, sigma^2) = -1/2 sum_j (eps_j^2 + log 2 pi + logvar_j)``,
+        then the IAF steps (if any) each subtract their ``log |det|``.
+        """
+        h = self.features(x, y)
+        return self._posterior(h, self.mu(h), self.logvar(h), k, generator)
+
+    def _posterior(self, h: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, k: int,
+                   generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
+        eps = torch.randn((len(h), k, self.latent_dim), device=mu.device, dtype=mu.dtype, generator=generator)
+        z = mu[:, None] + torch.exp(0.5 * logvar)[:, None] * eps
+        log_q = -0.5 * (eps.pow(2) + LOG_2PI + logvar[:, None]).sum(2)
+        if self.flows:
+            z, hk = z.reshape(-1, self.latent_dim), h.repeat_interleave(k, dim=0)
+            log_q = log_q.reshape(-1)
+            for step in self.flows:
+                z, logdet = step(z, hk)
+                log_q = log_q - logdet
+            z, log_q = z.reshape(len(h), k, self.latent_dim), log_q.reshape(len(h), k)
+        return z, log_q
 
     def decode(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Parameters of ``p(x|z[, y])``: logits (bernoulli) or means (gaussian), ``(B, C, H, W)``."""
@@ -86,7 +176,11 @@ class VAE(nn.Module):
         return mu + torch.exp(0.5 * logvar) * eps
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(decoded, mu, logvar)`` for one reparameterised draw of ``z``."""
+        """``(decoded, mu, logvar)`` for one reparameterised draw of ``z`` (through the flow, if any)."""
+        if self.flows:
+            h = self.features(x, y)
+            mu, logvar = self.mu(h), self.logvar(h)
+            return self.decode(self._posterior(h, mu, logvar, 1, None)[0][:, 0], y), mu, logvar
         mu, logvar = self.encode(x, y)
         return self.decode(self.reparameterize(mu, logvar), y), mu, logvar
 
@@ -130,10 +224,12 @@ def _mlp(sizes: Sequence[int], activation: str, last_activation: bool) -> list[n
 @MODELS.register("vae_mlp")
 def vae_mlp(*, in_channels: int = 1, input_size: Sequence[int] = (28, 28), num_classes: int = 10,
             hidden_sizes: Sequence[int] = (400,), latent_dim: int = 20, activation: str = "relu",
-            likelihood: str = "bernoulli", conditional: bool = False) -> VAE:
+            likelihood: str = "bernoulli", conditional: bool = False, flow_steps: int = 0,
+            flow_hidden: int = 256) -> VAE:
     """MLP VAE (Kingma & Welling 2014): x -> hidden -> (mu, logvar) -> z -> hidden -> p(x|z); conditional option.
 
-    The defaults are pytorch/examples' 784-400-20.
+    The defaults are pytorch/examples' 784-400-20. ``flow_steps`` IAF steps (MADE hidden width
+    ``flow_hidden``) refine the posterior (see the module docstring).
 
     >>> vae_mlp()(torch.rand(2, 1, 28, 28))[0].shape
     torch.Size([2, 1, 28, 28])
@@ -148,18 +244,21 @@ def vae_mlp(*, in_channels: int = 1, input_size: Sequence[int] = (28, 28), num_c
     encoder = nn.Sequential(nn.Flatten(), *_mlp([c * h * w, *hidden], activation, last_activation=True))
     decoder = nn.Sequential(*_mlp([z + extra, *hidden[::-1], c * h * w], activation, last_activation=False),
                             nn.Unflatten(1, (c, h, w)))
-    return VAE(encoder, hidden[-1], decoder, z, (c, h, w), likelihood, conditional, num_classes)
+    return VAE(encoder, hidden[-1], decoder, z, (c, h, w), likelihood, conditional, num_classes,
+               flow_steps=flow_steps, flow_hidden=flow_hidden, flow_activation=activation)
 
 
 @MODELS.register("vae_conv")
 def vae_conv(*, in_channels: int = 1, input_size: Sequence[int] = (28, 28), num_classes: int = 10,
              channels: Sequence[int] = (32, 64), hidden: int = 256, latent_dim: int = 20, activation: str = "relu",
-             likelihood: str = "bernoulli", conditional: bool = False) -> VAE:
+             likelihood: str = "bernoulli", conditional: bool = False, flow_steps: int = 0,
+             flow_hidden: int = 256) -> VAE:
     """Convolutional VAE: strided 4x4 convs -> FC -> (mu, logvar); FC -> transposed convs; conditional option.
 
     Each entry of ``channels`` is one stride-2 convolution (28 -> 14 -> 7 for the default two); the
     decoder mirrors it with stride-2 transposed convolutions. Height and width must be multiples
-    of ``2 ** len(channels)``.
+    of ``2 ** len(channels)``. ``flow_steps`` IAF steps (MADE hidden width ``flow_hidden``, context:
+    the ``hidden`` encoder features) refine the Gaussian posterior (see the module docstring).
 
     >>> vae_conv(input_size=(8, 8))(torch.rand(2, 1, 8, 8))[0].shape
     torch.Size([2, 1, 8, 8])
@@ -186,4 +285,5 @@ def vae_conv(*, in_channels: int = 1, input_size: Sequence[int] = (28, 28), num_
         dec.append(nn.ConvTranspose2d(cin, cout, 4, 2, 1))  # (B, cout, 2H, 2W)
         if i < len(rev) - 1:  # no activation on the output: logits or means
             dec.append(make_activation(activation))
-    return VAE(encoder, hidden, nn.Sequential(*dec), z, (c, h, w), likelihood, conditional, num_classes)
+    return VAE(encoder, hidden, nn.Sequential(*dec), z, (c, h, w), likelihood, conditional, num_classes,
+               flow_steps=flow_steps, flow_hidden=flow_hidden, flow_activation=activation)

@@ -6,6 +6,11 @@ draw of ``z`` (Kingma & Welling 2014) and the closed-form Gaussian KL
 more factorised latent (Higgins et al. 2017). KL warm-up (Bowman et al. 2016; Sonderby et al.
 2016) ramps the KL weight linearly from 0 to ``beta`` over ``kl_warmup_epochs``.
 
+With an inverse autoregressive flow in the posterior (``model.flow_steps > 0``) the KL has no closed
+form; it is estimated with the same draw, ``KL ~= log q(z_T|x) - log N(z_T; 0, I)``, where
+``log q`` includes the flow's log-determinants (:meth:`~deepfoundry.models.vae.VAE.posterior_sample`):
+an unbiased one-sample estimate of the same ELBO.
+
 Evaluation reports the true negative ELBO (beta = 1, no warm-up), in nats per image summed over
 the pixels: ``loss`` (= ``neg_elbo``), ``recon`` (``-log p(x|z)``) and ``kl``; with the same noise
 every pass, so numbers are reproducible. Inputs are images in [0, 1] (recipes set
@@ -19,6 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import DeepfoundryError
+from ..models.vae import LOG_2PI
 from ..registry import TASKS
 from .base import Task
 
@@ -66,6 +72,12 @@ class VariationalTask(Task):
     def terms(self, x: torch.Tensor, y: torch.Tensor | None,
               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-image ``(-log p(x|z), KL)``, each ``(B,)``, for one draw ``z ~ q(z|x)``."""
+        if getattr(self.model, "has_flow", False):
+            z, log_q = self.model.posterior_sample(x, y, 1, generator)
+            z, log_q = z[:, 0], log_q[:, 0]
+            recon = -self.model.log_likelihood(x, self.model.decode(z, y))
+            log_p = -0.5 * (z.pow(2) + LOG_2PI).sum(dim=1)
+            return recon, log_q - log_p
         mu, logvar = self.model.encode(x, y)
         z = self.model.reparameterize(mu, logvar, generator)
         recon = -self.model.log_likelihood(x, self.model.decode(z, y))
