@@ -56,3 +56,25 @@ def test_yaml_file(tmp_path) -> None:
     bad.write_text("model: [unclosed\n")
     with pytest.raises(DeepfoundryError, match="not valid YAML"):
         load_config(str(bad))
+
+
+def test_configuration_reference_lists_every_key():
+    """docs/configuration.md names every key of RunConfig (it is written by hand: this keeps it in step)."""
+    from pathlib import Path
+
+    from pydantic import BaseModel
+
+    from deepfoundry.config import RunConfig
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "configuration.md").read_text(encoding="utf-8")
+
+    def keys(model: type[BaseModel], prefix: str = ""):
+        for name, field in model.model_fields.items():
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                yield from keys(ann, f"{prefix}{name}.")
+            else:
+                yield f"{prefix}{name}"
+
+    missing = [k for k in keys(RunConfig) if f"`{k}`" not in doc]
+    assert not missing, f"docs/configuration.md lacks {missing}"
