@@ -10,7 +10,9 @@ per window). Evaluation runs longer contiguous windows (``data.eval_seq_len``).
 
 Sampling (:meth:`LanguageModelTask.generate`): feed the prompt, then repeatedly draw
 ``x_{t+1} ~ softmax(z_t / temperature)`` restricted to the ``top_k`` largest logits (``temperature=0``
-is greedy decoding), carrying the recurrent state so each new token costs one step.
+is greedy decoding), carrying the recurrent state so each new token costs one step. Models with a
+KV cache (``new_cache()``, the Transformer LM) keep each layer's keys/values instead, within a sliding
+``context_length`` window; ``use_cache=False`` recomputes the window at every token (same tokens).
 """
 from __future__ import annotations
 
@@ -71,8 +73,12 @@ class LanguageModelTask(Task):
 
     @torch.no_grad()
     def generate(self, prompt: str, tokens: int = 300, temperature: float = 0.8, top_k: int | None = 40,
-                 seed: int | None = None) -> str:
-        """The prompt followed by ``tokens`` sampled tokens, as text."""
+                 seed: int | None = None, use_cache: bool = True) -> str:
+        """The prompt followed by ``tokens`` sampled tokens, as text.
+
+        Models with a KV cache (``new_cache()``, the Transformer LM) decode incrementally when ``use_cache``;
+        ``use_cache=False`` recomputes the whole window at every token (the same tokens, slower).
+        """
         if not prompt:
             raise DeepfoundryError("the prompt is empty; give at least one character, e.g. --prompt 'ROMEO:'")
         if tokens < 0 or temperature < 0:
@@ -86,7 +92,11 @@ class LanguageModelTask(Task):
         was_training = self.training
         self.eval()
         device = next(self.model.parameters()).device
-        logits, state = self.model(torch.tensor([ids], device=device))
+        step = self._transformer_steps(ids, device, use_cache) if hasattr(self.model, "new_cache") else None
+        if step is None:  # recurrent: carry the state, one step per token
+            logits, state = self.model(torch.tensor([ids], device=device))
+        else:
+            logits = step(None)
         z = logits[0, -1].float().cpu()  # (V,)
         out = list(ids)
         for _ in range(tokens):
@@ -100,10 +110,45 @@ class LanguageModelTask(Task):
                     z = z.masked_fill(z < kth, -math.inf)
                 nxt = int(torch.multinomial(torch.softmax(z, dim=-1), 1, generator=gen))
             out.append(nxt)
-            logits, state = self.model(torch.tensor([[nxt]], device=device), state)
+            if step is None:
+                logits, state = self.model(torch.tensor([[nxt]], device=device), state)
+            else:
+                logits = step(nxt)
             z = logits[0, -1].float().cpu()
         self.train(was_training)
         return self.tokenizer.decode(out)
+
+    def _transformer_steps(self, ids: list[int], device: torch.device, use_cache: bool):
+        """``step(token or None) -> logits (1, T, V)`` for a model with a context window and a KV cache.
+
+        The window holds at most ``context_length`` tokens; when it is full it restarts from the last
+        ``context_length // 2`` tokens (the cache is rebuilt from them), so generation can run past the
+        context. Cached and uncached decoding use the same windows, hence the same logits.
+        """
+        ctx = int(self.model.context_length)
+        seq = list(ids[-ctx:])  # a longer prompt keeps its last context_length tokens
+        state: dict[str, Any] = {"cache": None}
+
+        def run(window: list[int]) -> torch.Tensor:
+            x = torch.tensor([window], device=device)
+            if not use_cache:
+                return self.model(x)[0]
+            state["cache"] = self.model.new_cache()
+            return self.model(x, state["cache"])[0]
+
+        def step(token: int | None) -> torch.Tensor:
+            nonlocal seq
+            if token is None:
+                return run(seq)
+            seq.append(token)
+            if len(seq) > ctx:  # slide: restart from the last half window
+                seq = seq[-(ctx // 2):]
+                return run(seq)
+            if not use_cache:
+                return run(seq)
+            return self.model(torch.tensor([[token]], device=device), state["cache"])[0]
+
+        return step
 
     def samples(self, seed: int = 0) -> list[str]:
         """``num_samples`` samples with the task's sample settings (``task.sample_*``)."""

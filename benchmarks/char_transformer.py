@@ -1,0 +1,128 @@
+"""Character Transformer on tiny Shakespeare: the `transformer-shakespeare` recipe vs the plain anchor
+(../shared/anchors/char_gpt_plain.py: 4 x 256 GPT, context 128, batch 32, AdamW 1e-3, attention dropout 0.1,
+untied output, cosine over the time budget), each for the same number of minutes on 2 threads.
+
+The anchor schedules its cosine over wall time; the Trainer schedules over steps, so we first time
+20 training steps of our model and fit the number of epochs to the budget
+(``epochs = floor(minutes * 60 * chars_per_s / train_chars)``, at least 1), then give the anchor exactly
+the wall time our whole run took (training, per-epoch validation, checkpoints and sampling).
+Both final models are scored on
+the anchor's validation set (the last 10% of the text, non-overlapping 128-character windows); ours also
+reports its own validation split (the first half of that 10%). Run under the CPU lock:
+
+usage: flock /tmp/deepfoundry-cpu.lock python benchmarks/char_transformer.py [--minutes 10] [--threads 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from _common import SHARED, print_table, write_result
+import deepfoundry
+from deepfoundry.config import load_config
+from deepfoundry.models import build_model
+
+
+def anchor(path: Path, minutes: float, threads: int) -> dict:
+    script = SHARED / "anchors" / "char_gpt_plain.py"
+    cmd = [sys.executable, str(script), str(path), "--minutes", str(minutes), "--eval-every", str(minutes / 2)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True,
+                         env={**os.environ, "OMP_NUM_THREADS": str(threads)}).stdout
+    rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return {"curve": rows[:-1], **rows[-1]}
+
+
+def calibrate(vocab: int, cfg, steps: int = 20) -> float:
+    """Training characters per second of the recipe's model (forward, backward, clip, AdamW)."""
+    torch.manual_seed(0)
+    m = build_model(cfg.model.name, cfg.model.builder_kwargs(), {"vocab_size": vocab})
+    opt = torch.optim.AdamW(m.parameters(), 1e-3)
+    b, t = cfg.data.batch_size, cfg.model.builder_kwargs()["context_length"]
+    for i in range(steps + 3):
+        if i == 3:
+            start = time.perf_counter()
+        x = torch.randint(0, vocab, (b, t + 1))
+        loss = F.cross_entropy(m(x[:, :-1])[0].reshape(-1, vocab), x[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+        opt.step()
+    return steps * b * t / (time.perf_counter() - start)
+
+
+@torch.no_grad()
+def anchor_val_loss(run, text: str, ctx: int = 128) -> float:
+    """Mean nats/char on the anchor's validation set: the last 10% of the text in (ctx+1)-char chunks."""
+    tok = run.task.tokenizer
+    va = torch.tensor(tok.encode(text[int(0.9 * len(text)):]))
+    chunks = [va[i:i + ctx + 1] for i in range(0, len(va) - ctx - 1, ctx)]
+    model = run.task.model.eval()
+    tot = cnt = 0
+    for i in range(0, len(chunks), 64):
+        b = torch.stack(chunks[i:i + 64])
+        lo, _ = model(b[:, :-1])
+        tot += F.cross_entropy(lo.reshape(-1, lo.shape[-1]), b[:, 1:].reshape(-1), reduction="sum").item()
+        cnt += b[:, 1:].numel()
+    return tot / cnt
+
+
+def ours(path: Path, minutes: float, threads: int) -> dict:
+    torch.set_num_threads(threads)
+    cfg = load_config("transformer-shakespeare")
+    text = path.read_text(encoding="utf-8")
+    vocab = len(set(text[:int(0.9 * len(text))])) + 4
+    rate = calibrate(vocab, cfg)
+    train_chars = int(0.9 * len(text))
+    epochs = max(1, math.floor(minutes * 60 * rate / train_chars))
+    out = Path(tempfile.mkdtemp()) / "run"
+    start = time.perf_counter()
+    run = deepfoundry.train("transformer-shakespeare", out=out, overrides={
+        "data.root": str(path.parent), "trainer.epochs": epochs, "trainer.threads": threads,
+        "trainer.progress": False, "trainer.tensorboard": False})
+    seconds = time.perf_counter() - start
+    curve = [{"epoch": h["epoch"], "val_loss": round(h["val_loss"], 4)} for h in run.history]
+    return {"calibrated_chars_per_s": round(rate), "epochs": epochs, "wall_s": round(seconds, 1),
+            "train_s": round(run.results.get("seconds", seconds), 1),
+            "val_loss_own_split": round(run.history[-1]["val_loss"], 4),
+            "val_loss": round(anchor_val_loss(run, text), 4), "curve": curve,
+            "chars_per_s": round(epochs * train_chars / seconds)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--minutes", type=float, default=10)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--data", default=str(SHARED / "datasets" / "tinyshakespeare" / "input.txt"))
+    a = p.parse_args()
+    path = Path(a.data)
+    ours_res = ours(path, a.minutes, a.threads)
+    # the anchor gets exactly the wall time our whole run took (its cosine follows the time budget)
+    anchor_res = anchor(path, ours_res["wall_s"] / 60, a.threads)
+    rows = [
+        {"side": "plain anchor", "minutes": round(anchor_res["final"]["train_min"], 2),
+         "val_loss": anchor_res["final"]["val_loss"], "chars_per_s": anchor_res["tokens_per_s"]},
+        {"side": "deepfoundry transformer-shakespeare", "minutes": round(ours_res["wall_s"] / 60, 2),
+         "val_loss": ours_res["val_loss"], "chars_per_s": ours_res["chars_per_s"]},
+    ]
+    print_table(rows)
+    result = {"minutes": a.minutes, "threads": a.threads, "rows": rows, "ours": ours_res, "anchor": anchor_res,
+              "val_loss_ratio_ours_over_anchor": round(ours_res["val_loss"] / anchor_res["final"]["val_loss"], 4),
+              "note": "ours: wall time of deepfoundry.train including per-epoch validation and sampling; "
+                      "anchor: the same minutes of its own training time (its evaluation excluded); "
+                      "val_loss on the anchor's validation set."}
+    print(json.dumps(result))
+    write_result("char_transformer", result)
+
+
+if __name__ == "__main__":
+    main()
