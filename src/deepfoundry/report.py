@@ -113,7 +113,9 @@ def learning_curves_section(run: "Run", plots: Path) -> str:
     ax.legend()
     out = _embed(fig, plots, "loss")
 
-    metrics = [k for k in dict.fromkeys(k for r in epochs for k in r) if k.startswith("val_") and k != "val_loss"]
+    secondary = ("val_precision_", "val_recall_", "val_f1_weighted", "val_top")  # in metrics.jsonl, not plotted
+    metrics = [k for k in dict.fromkeys(k for r in epochs for k in r)
+               if k.startswith("val_") and k != "val_loss" and not k.startswith(secondary)]
     values = {k: [r.get(k, math.nan) for r in epochs] for k in metrics}
     scores = [k for k in metrics if np.nanmax(np.abs(values[k])) <= 1.0]  # accuracy, F1, R2... share one panel
     panels = ([scores] if scores else []) + [[k] for k in metrics if k not in scores]
