@@ -76,10 +76,10 @@ def train(
                        ("trainer.device", device), ("seed", seed), ("data.root", data_root)):
         if value is not None:
             overrides[key] = value
-    from .config import apply_overrides
+    from .config import apply_overrides, flatten_keys
 
     extra = apply_overrides({}, list(set_ or []))
-    flat = _flatten_overrides(extra)
+    flat = flatten_keys(extra)
     flat.update(overrides)
     run = train_run(recipe, overrides=flat, out=out, resume=resume, show_loop=show_loop)
     results = run.results
@@ -90,16 +90,6 @@ def train(
     if as_json:
         _echo_json({"run": str(run.path), "test": _scalars(test), "val": _scalars(results.get("val", {})),
                     "seconds": round(results.get("seconds", 0.0), 3)})
-
-
-def _flatten_overrides(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten_overrides(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -332,12 +322,12 @@ def cv(
     as_json: bool = typer.Option(False, "--json", help="print the summary as JSON on the last line"),
 ) -> None:
     """k-fold cross-validation: train the recipe once per fold; print mean +- std of each test metric."""
-    from .config import apply_overrides
+    from .config import apply_overrides, flatten_keys
     from .crossval import cross_validate, format_summary
 
     if folds < 2:
         raise DeepfoundryError(f"cross-validation needs --folds >= 2, received {folds}")
-    flat = _flatten_overrides(apply_overrides({}, list(set_ or [])))
+    flat = flatten_keys(apply_overrides({}, list(set_ or [])))
     for key, value in (("trainer.epochs", epochs), ("seed", seed), ("data.root", data_root)):
         if value is not None:
             flat[key] = value

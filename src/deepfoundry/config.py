@@ -203,6 +203,17 @@ def parse_value(text: str) -> Any:
     return value
 
 
+def flatten_keys(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"optim": {"lr": 0.1}}`` -> ``{"optim.lr": 0.1}`` (empty dicts stay values)."""
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        if isinstance(v, dict) and v:
+            out.update(flatten_keys(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any] | list[str] | None) -> dict[str, Any]:
     """Set dotted keys (``optim.lr=0.01``) in a copy of ``raw``. Strings in a list are ``key=value``."""
     out = copy.deepcopy(raw)

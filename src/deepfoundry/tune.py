@@ -42,7 +42,7 @@ from typing import Any
 
 import yaml
 
-from .config import DataConfig, ModelConfig, TaskConfig, apply_overrides, load_raw, validate
+from .config import DataConfig, ModelConfig, TaskConfig, apply_overrides, flatten_keys, load_raw, validate
 from .engine.callbacks import Callback, monitored
 from .errors import DeepfoundryError
 
@@ -354,16 +354,6 @@ def _objective(trial: Any, s: TuneSettings) -> float:
     return val[s.metric]
 
 
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in tree.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _short(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else json.dumps(v) if isinstance(v, (list, dict)) else str(v)
 
@@ -619,7 +609,7 @@ def tune(recipe: str | Path, space: str | Path | dict[str, Any], trials: int = 2
         raise DeepfoundryError(f"sampler {sampler!r} is not one of {', '.join(SAMPLERS)}")
     if isinstance(pruner, str) and pruner not in PRUNERS:
         raise DeepfoundryError(f"pruner {pruner!r} is not one of {', '.join(PRUNERS)}")
-    overrides = _flatten(apply_overrides({}, overrides))  # key=value strings or a dict -> flat dotted keys
+    overrides = flatten_keys(apply_overrides({}, overrides))  # key=value strings or a dict -> flat dotted keys
     raw = apply_overrides(load_raw(recipe), overrides)
     cfg = validate(raw)
     params = load_space(space)
