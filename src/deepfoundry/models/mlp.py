@@ -19,6 +19,21 @@ from ..nn.activations import make_activation, positive_int, probability
 from ..registry import MODELS
 
 
+def dense_stack(width: int, hidden_sizes: Sequence[int], activation: str, dropout: float,
+                batch_norm: bool) -> tuple[list[nn.Module], int]:
+    """``Linear -> [BatchNorm1d] -> activation -> [Dropout]`` per hidden size; returns the layers and the last width."""
+    layers: list[nn.Module] = []
+    for size in hidden_sizes:
+        layers.append(nn.Linear(width, size, bias=not batch_norm))
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(size))
+        layers.append(make_activation(activation))
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        width = size
+    return layers, width
+
+
 class MLP(nn.Module):
     """Flatten, then ``len(hidden_sizes)`` hidden layers, then a linear head.
 
@@ -34,17 +49,8 @@ class MLP(nn.Module):
     def __init__(self, in_features: int, num_classes: int, hidden_sizes: Sequence[int] = (256, 128),
                  activation: str = "relu", dropout: float = 0.0, batch_norm: bool = False) -> None:
         super().__init__()
-        layers: list[nn.Module] = [nn.Flatten()]
-        width = in_features
-        for size in hidden_sizes:
-            layers.append(nn.Linear(width, size, bias=not batch_norm))
-            if batch_norm:
-                layers.append(nn.BatchNorm1d(size))
-            layers.append(make_activation(activation))
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            width = size
-        self.features = nn.Sequential(*layers)  # (B, *) -> (B, width)
+        layers, width = dense_stack(in_features, hidden_sizes, activation, dropout, batch_norm)
+        self.features = nn.Sequential(nn.Flatten(), *layers)  # (B, *) -> (B, width)
         self.head = nn.Linear(width, num_classes)  # (B, width) -> (B, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -21,8 +21,9 @@ import torch
 from torch import nn
 
 from ..errors import DeepfoundryError
-from ..nn.activations import make_activation, positive_int, probability
+from ..nn.activations import positive_int, probability
 from ..registry import MODELS
+from .mlp import dense_stack
 
 
 def embedding_size(cardinality: int, max_dim: int = 16) -> int:
@@ -54,16 +55,7 @@ class TabularMLP(nn.Module):
         self.num_numeric = num_numeric
         self.embeddings = nn.ModuleList(nn.Embedding(n, d) for n, d in zip(cardinalities, embedding_dims))
         self.embedding_dropout = nn.Dropout(embedding_dropout)
-        layers: list[nn.Module] = []
-        width = num_numeric + sum(embedding_dims)
-        for size in hidden_sizes:
-            layers.append(nn.Linear(width, size, bias=not batch_norm))
-            if batch_norm:
-                layers.append(nn.BatchNorm1d(size))
-            layers.append(make_activation(activation))
-            if dropout > 0:
-                layers.append(nn.Dropout(dropout))
-            width = size
+        layers, width = dense_stack(num_numeric + sum(embedding_dims), hidden_sizes, activation, dropout, batch_norm)
         self.body = nn.Sequential(*layers)  # (B, num_numeric + sum d_j) -> (B, width)
         self.head = nn.Linear(width, num_classes)  # (B, width) -> (B, num_classes)
 
