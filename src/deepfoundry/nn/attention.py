@@ -125,6 +125,10 @@ def scaled_dot_product(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: 
     Returns ``(output (B, H, T, d), weights or None)``.
     """
     t, s = q.shape[-2], k.shape[-2]
+    if causal and mask is None and t == s and not need_weights:
+        # SDPA's own causal flag (top-left aligned, right when T == S) keeps the fused kernels, which skip the
+        # masked blocks; an explicit mask would send the CPU through the slower masked path.
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True), None
     if causal:
         c = causal_mask(t, s, q.device)
         mask = c if mask is None else mask & c
