@@ -11,14 +11,15 @@ for ``--minutes`` of training time on ``--threads`` threads. Training time count
 only (like the anchor): evaluations pause the clock. Every ``--eval-every`` minutes, and at the end, the
 model translates test_2016_flickr greedily and sacreBLEU scores the detokenised output against the raw
 references (13a, case-sensitive; the signature is stored). The number of epochs (which sets the length of
-the recipe's cosine schedule) is fitted to the budget from the timed first steps. ``--anchor`` also runs
-``../shared/anchors/transformer_multi30k_plain.py`` (plain nn.Transformer, same data, same budget) in the
+the recipe's cosine schedule) is fitted to the budget from the timed first steps (nearest whole epoch).
+``--anchor`` also runs ``../shared/anchors/transformer_multi30k_plain.py`` (plain nn.Transformer, same data, same budget) in the
 same invocation, so the curves compare on the same machine; the table gives each BLEU / anchor BLEU.
 
 The final model's test BLEU by source-length bucket is stored too (the fixed-context bottleneck).
 
 usage: python benchmarks/translation_multi30k.py [--models transformer,gru-attention,gru-none] [--minutes 45]
-       [--eval-every 5] [--threads 2] [--anchor] [--data DIR] [--final-beam 5]
+       [--eval-every 5] [--threads 2] [--anchor] [--data DIR] [--final-beam 5] [--name NAME]
+       python benchmarks/translation_multi30k.py --merge results/A.json results/B.json --name NAME
 """
 from __future__ import annotations
 
@@ -112,7 +113,9 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     task = build_task(cfg.task, model, data.info)
     step_s = time_steps(task, data.train)
     budget = args.minutes * 60
-    epochs = args.epochs or max(1, math.floor(budget / (1.05 * step_s * len(data.train))))
+    # nearest whole epoch: the clock cuts an over-long last epoch (the cosine is then almost spent), where
+    # rounding down would leave up to an epoch of the budget unused
+    epochs = args.epochs or max(1, round(budget / (1.05 * step_s * len(data.train))))
     warmup = min(cfg.optim.scheduler.warmup_epochs, 0.15 * epochs)
     optim = cfg.optim.model_copy(update={"scheduler": cfg.optim.scheduler.model_copy(update={"warmup_epochs": warmup})})
     trainer_cfg = cfg.trainer.model_copy(update={"epochs": epochs, "grad_clip": cfg.trainer.grad_clip or
@@ -164,6 +167,76 @@ def bleu_at(log: list[dict[str, Any]], minutes: float) -> float | None:
     return rows[-1]["bleu"] if rows else None
 
 
+def marks_of(minutes: float, eval_every: float) -> list[float]:
+    return [eval_every * k for k in range(1, int(minutes // eval_every) + 1)]
+
+
+def table(results: dict[str, Any], grids: dict[str, list[float]]) -> list[dict[str, Any]]:
+    """One row per model: BLEU at each mark of its own evaluation grid (``-`` off its grid or past its
+    training time), final BLEU (greedy, and beam when scored), and the ratio to the anchor's final BLEU."""
+    marks = sorted({m for grid in grids.values() for m in grid})
+    anchor_final = results.get("anchor", {}).get("final_bleu")
+    beam_keys = sorted({k for res in results.values() for k in res if k.startswith("final_bleu_beam")})
+    rows = []
+    for name, res in results.items():
+        row = {"model": name, "train min": res["train_minutes"], "wall s": res["wall_seconds"]}
+        for m in marks:
+            value = bleu_at(res["log"], m) if m in grids[name] and m <= res["train_minutes"] + 0.5 else None
+            row[f"BLEU@{m:g}min"] = "-" if value is None else value
+        row["final BLEU"] = res["final_bleu"]
+        for key in beam_keys:
+            row[key.replace("final_bleu_", "final ")] = res.get(key, "-")
+        if anchor_final:
+            row["final / anchor"] = round(res["final_bleu"] / anchor_final, 3)
+        rows.append(row)
+    return rows
+
+
+def plot_curves(results: dict[str, Any], path: Path) -> Path:
+    """BLEU (greedy, test_2016_flickr) against minutes of training, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name, res in results.items():
+        log = [r for r in res["log"] if not math.isnan(r.get("bleu", float("nan")))]
+        ax.plot([0.0] + [r["train_min"] for r in log], [0.0] + [r["bleu"] for r in log], marker="o", label=name)
+    ax.set_xlabel("training time (minutes, evaluation excluded)")
+    ax.set_ylabel("sacreBLEU (13a, cased), greedy")
+    ax.set_title("Multi30k en->de test_2016_flickr")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def merge(paths: list[Path], name: str) -> None:
+    """Combine the ``results`` of earlier runs (``--merge A.json B.json``) into one table, JSON and plot."""
+    results: dict[str, Any] = {}
+    grids: dict[str, list[float]] = {}
+    runs = []
+    for path in paths:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SystemExit(f"--merge: cannot read {path}: {exc}")
+        if "results" not in data:
+            raise SystemExit(f"--merge: {path} is not a translation_multi30k result (no 'results' key)")
+        results.update(data["results"])
+        grids.update({name: marks_of(data["minutes"], data["eval_every"]) for name in data["results"]})
+        runs.append({"file": path.name, "minutes": data["minutes"], "eval_every": data["eval_every"],
+                     "threads": data["threads"], "date": data.get("environment", {}).get("date")})
+    rows = table(results, grids)
+    print_table(rows)
+    out = write_result(name, {"job": "Multi30k en->de test_2016_flickr, sacreBLEU 13a cased, greedy",
+                              "merged_from": runs, "results": results, "table": rows})
+    print(f"wrote {out} and {plot_curves(results, out.with_suffix('.png'))}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="transformer,gru-attention,gru-none",
@@ -175,8 +248,13 @@ def main() -> None:
     parser.add_argument("--anchor", action="store_true", help="also run the plain anchor script for --minutes")
     parser.add_argument("--final-beam", type=int, default=0, help="also score the final model with this beam size")
     parser.add_argument("--data", type=Path, default=SHARED / "datasets" / "multi30k-en-de")
-    parser.add_argument("--name", default="translation_multi30k", help="results/NAME.json")
+    parser.add_argument("--name", default="translation_multi30k", help="results/NAME.json (and NAME.png)")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None,
+                        help="train nothing: combine these result JSONs into results/NAME.json and NAME.png")
     args = parser.parse_args()
+    if args.merge:
+        merge(args.merge, args.name)
+        return
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in RECIPES]
     if unknown:
@@ -186,23 +264,12 @@ def main() -> None:
         results["anchor"] = run_anchor(args)
     for name in models:
         results[name] = run_model(name, args)
-    marks = [args.eval_every * k for k in range(1, int(args.minutes // args.eval_every) + 1)]
-    anchor_final = results.get("anchor", {}).get("final_bleu")
-    rows = []
-    for name, res in results.items():
-        row = {"model": name, "train min": res["train_minutes"], "wall s": res["wall_seconds"]}
-        for m in marks:
-            value = bleu_at(res["log"], m)
-            row[f"BLEU@{m:g}min"] = "-" if value is None else value
-        row["final BLEU"] = res["final_bleu"]
-        if anchor_final:
-            row["final / anchor"] = round(res["final_bleu"] / anchor_final, 3)
-        rows.append(row)
+    rows = table(results, {name: marks_of(args.minutes, args.eval_every) for name in results})
     print_table(rows)
     path = write_result(args.name, {"job": "Multi30k en->de test_2016_flickr, sacreBLEU 13a cased, greedy",
                                     "minutes": args.minutes, "eval_every": args.eval_every, "threads": args.threads,
                                     "results": results, "table": rows})
-    print(f"wrote {path}")
+    print(f"wrote {path} and {plot_curves(results, path.with_suffix('.png'))}")
 
 
 if __name__ == "__main__":
