@@ -12,8 +12,8 @@ only (like the anchor): evaluations pause the clock. Every ``--eval-every`` minu
 model translates test_2016_flickr greedily and sacreBLEU scores the detokenised output against the raw
 references (13a, case-sensitive; the signature is stored). The number of epochs (which sets the length of
 the recipe's cosine schedule) is fitted to the budget from the timed first steps (nearest whole epoch).
-``--anchor`` also runs ``../shared/anchors/transformer_multi30k_plain.py`` (plain nn.Transformer, same data, same budget) in the
-same invocation, so the curves compare on the same machine; the table gives each BLEU / anchor BLEU.
+``--anchor`` also runs ``../shared/anchors/transformer_multi30k_plain.py`` (plain nn.Transformer, same data,
+same budget) in the same invocation, so the curves compare on the same machine; the table gives each BLEU / anchor BLEU.
 
 The final model's test BLEU by source-length bucket is stored too (the fixed-context bottleneck).
 
@@ -48,6 +48,7 @@ from deepfoundry.tasks.translation import bleu_by_length, corpus_bleu
 RECIPES = {"transformer": "transformer-multi30k", "gru-attention": "seq2seq-attention-multi30k",
            "gru-luong": "seq2seq-luong-multi30k", "gru-none": "seq2seq-nocontext-multi30k"}
 ANCHOR = SHARED / "anchors" / "transformer_multi30k_plain.py"
+JOB = "Multi30k en->de test_2016_flickr, sacreBLEU 13a cased, greedy"
 
 
 class TimeUp(Exception):
@@ -227,12 +228,12 @@ def merge(paths: list[Path], name: str) -> None:
         if "results" not in data:
             raise SystemExit(f"--merge: {path} is not a translation_multi30k result (no 'results' key)")
         results.update(data["results"])
-        grids.update({name: marks_of(data["minutes"], data["eval_every"]) for name in data["results"]})
+        grids.update({model: marks_of(data["minutes"], data["eval_every"]) for model in data["results"]})
         runs.append({"file": path.name, "minutes": data["minutes"], "eval_every": data["eval_every"],
                      "threads": data["threads"], "date": data.get("environment", {}).get("date")})
     rows = table(results, grids)
     print_table(rows)
-    out = write_result(name, {"job": "Multi30k en->de test_2016_flickr, sacreBLEU 13a cased, greedy",
+    out = write_result(name, {"job": JOB,
                               "merged_from": runs, "results": results, "table": rows})
     print(f"wrote {out} and {plot_curves(results, out.with_suffix('.png'))}")
 
@@ -266,7 +267,7 @@ def main() -> None:
         results[name] = run_model(name, args)
     rows = table(results, {name: marks_of(args.minutes, args.eval_every) for name in results})
     print_table(rows)
-    path = write_result(args.name, {"job": "Multi30k en->de test_2016_flickr, sacreBLEU 13a cased, greedy",
+    path = write_result(args.name, {"job": JOB,
                                     "minutes": args.minutes, "eval_every": args.eval_every, "threads": args.threads,
                                     "results": results, "table": rows})
     print(f"wrote {path} and {plot_curves(results, path.with_suffix('.png'))}")
