@@ -91,7 +91,7 @@ def gradient_plot(runs: dict[str, "deepfoundry.Run"]) -> tuple[str, dict]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from deepfoundry.api import seed_everything
+    from deepfoundry.engine import seed_everything
     from deepfoundry.models import build_model
     from deepfoundry.tasks.forecasting import gradient_profile
 

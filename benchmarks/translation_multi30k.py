@@ -36,7 +36,8 @@ from typing import Any
 import torch
 
 from _common import SHARED, print_table, write_result
-from deepfoundry.api import model_context, seed_everything
+from deepfoundry.api import model_context
+from deepfoundry.engine import seed_everything
 from deepfoundry.config import load_config
 from deepfoundry.data import build_data
 from deepfoundry.engine.callbacks import Callback

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import json
-import random
 import time
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ from . import __version__
 from .config import RunConfig, dump_config, load_config, validate, read_yaml, apply_overrides
 from .data import DataBundle, apply_preprocess, build_data
 from .engine.checkpoint import atomic_write, load_state, load_weights, save_weights
+from .engine.seeding import seed_everything
 from .engine.trainer import Trainer
 from .errors import DeepfoundryError
 from .models import build_model
@@ -30,12 +30,6 @@ from .tasks import Task, build_task
 
 CONTEXT_KEYS = ("num_classes", "in_channels", "input_size", "in_features",
                 "tokenizer")  # tokenizer: text runs' fitted tokeniser (the pretrained text encoder maps its words)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def model_context(info: dict[str, Any]) -> dict[str, Any]:

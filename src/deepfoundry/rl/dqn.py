@@ -220,7 +220,8 @@ def train_rl(cfg: RunConfig, run_dir: Path, resume_state: dict[str, Any] | None 
     """Train a DQN recipe into ``run_dir`` (config.yaml, metrics.jsonl, checkpoints/last.safetensors,
     model.safetensors + model.json, results.json); ``resume_state`` continues a checkpoint exactly."""
     from .. import __version__
-    from ..api import Run, seed_everything
+    from ..api import Run
+    from ..engine.seeding import seed_everything
 
     args = parse_dqn_config(cfg.task)
     seed_everything(cfg.seed)

@@ -252,7 +252,7 @@ def gradient_profile(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.n
 
 def bptt_section(run: "Run", trained: nn.Module, x: torch.Tensor, y: torch.Tensor, plots: "Path") -> str:
     """Two panels: the three cell types at initialisation, and this run's model before and after training."""
-    from ..api import seed_everything
+    from ..engine.seeding import seed_everything
     from ..models import build_model
     from ..report import embed_figure, html_table
     import matplotlib.pyplot as plt
