@@ -4,7 +4,7 @@
 >>> run = deepfoundry.train("lenet5-digits")
 >>> run.evaluate("test")
 """
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 from .config import RunConfig, load_config  # noqa: E402
 from .errors import DeepfoundryError  # noqa: E402

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import DeepfoundryError
+from .rundir import truncate_jsonl
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -160,15 +161,9 @@ class JSONLLogger(Callback):
 
     def on_fit_start(self, trainer: "Trainer") -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if trainer.resumed_from is not None and self.path.exists():
-            self._truncate_after(trainer.global_step)
+        if trainer.resumed_from is not None:  # drop records written after the checkpoint (written again)
+            truncate_jsonl(self.path, trainer.global_step)
         self._fh = open(self.path, "a", encoding="utf-8")
-
-    def _truncate_after(self, step: int) -> None:
-        """On resume, drop records written after the checkpoint (they will be written again)."""
-        keep = [line for line in self.path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
-        self.path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
 
     def on_log(self, trainer: "Trainer", record: dict[str, Any]) -> None:
         if self._fh is not None:

@@ -18,11 +18,11 @@ import torch
 from torch import nn
 
 from ..config import OptimConfig, TrainerConfig
-from ..data.core import ArrayLoader, DataBundle
 from ..errors import DeepfoundryError
 from ..optim import Schedule, build_optimizer, build_scheduler, parameter_groups
-from ..tasks.base import Task
 from . import callbacks as cbs
+from .contracts import Data, Loader, TrainableTask
+from .rundir import RunDirectory
 from .checkpoint import load_state, save_state
 
 
@@ -50,7 +50,8 @@ class TrainingDiverged(DeepfoundryError):
 
 
 class Trainer:
-    """Fits a :class:`~deepfoundry.tasks.base.Task` on a :class:`~deepfoundry.data.DataBundle`.
+    """Fits a task (:class:`~.contracts.TrainableTask`, e.g. :class:`deepfoundry.tasks.base.Task`) on data
+    (:class:`~.contracts.Data`, e.g. :class:`deepfoundry.data.DataBundle`).
 
     >>> trainer = Trainer(TrainerConfig(epochs=2, progress=False), OptimConfig(lr=1e-3))
     >>> history = trainer.fit(task, data)          # list of per-epoch records
@@ -74,8 +75,8 @@ class Trainer:
         self.resumed_from: Path | None = None
         self.elapsed = 0.0
         self._loss_sum, self._loss_count = 0.0, 0
-        self.task: Task | None = None
-        self.data: DataBundle | None = None
+        self.task: TrainableTask | None = None
+        self.data: Data | None = None
         self.unwrapped_model: nn.Module | None = None
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         self.schedule = Schedule(None, "step")
@@ -93,10 +94,11 @@ class Trainer:
         if c.grad_norms:
             out.append(cbs.GradientNorms(c.log_every_steps))
         if self.run_dir is not None:
-            out.append(cbs.JSONLLogger(self.run_dir / "metrics.jsonl"))
+            layout = RunDirectory(self.run_dir)
+            out.append(cbs.JSONLLogger(layout.metrics_path))
             if c.tensorboard:
-                out.append(cbs.TensorBoardLogger(self.run_dir / "tensorboard"))
-            out.append(cbs.Checkpoint(self.run_dir / "checkpoints", c.monitor, c.mode, c.checkpoint_every_steps))
+                out.append(cbs.TensorBoardLogger(layout.tensorboard))
+            out.append(cbs.Checkpoint(layout.checkpoints, c.monitor, c.mode, c.checkpoint_every_steps))
         return out
 
     def describe_loop(self) -> str:
@@ -112,7 +114,7 @@ class Trainer:
                  who("on_fit_end")]
         return "\n".join(lines)
 
-    def _setup(self, task: Task, data: DataBundle) -> None:
+    def _setup(self, task: TrainableTask, data: Data) -> None:
         c = self.config
         self._threads_before = torch.get_num_threads()
         if c.threads:
@@ -162,7 +164,7 @@ class Trainer:
         return batch
 
     # ------------------------------------------------------------------ the loop
-    def fit(self, task: Task, data: DataBundle, resume_from: str | Path | dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def fit(self, task: TrainableTask, data: Data, resume_from: str | Path | dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Train ``task`` on ``data.train``, validating on ``data.val`` after every epoch."""
         self._setup(task, data)
         self.data = data
@@ -206,7 +208,7 @@ class Trainer:
                 self.unwrapped_model.load_state_dict(load_state(best.best_path)["model"])
         return self.history
 
-    def _train_epoch(self, loader: ArrayLoader) -> float:
+    def _train_epoch(self, loader: Loader) -> float:
         task, c = self.task, self.config
         task.train()
         opt = self.optimizers.get("main")
@@ -275,7 +277,7 @@ class Trainer:
                                f"{kept} (try a lower --lr or trainer.grad_clip)")
 
     @torch.no_grad()
-    def evaluate(self, loader: ArrayLoader, task: Task | None = None) -> dict[str, Any]:
+    def evaluate(self, loader: Loader, task: TrainableTask | None = None) -> dict[str, Any]:
         """Run ``task.evaluation_step`` over ``loader`` and return ``task.compute_metrics()``."""
         task = task or self.task
         was_training = task.training
@@ -288,6 +290,14 @@ class Trainer:
         metrics = task.compute_metrics()
         task.train(was_training)
         return metrics
+
+    @property
+    def progress(self) -> cbs.ProgressBar:
+        """The progress bar among the callbacks (its ``console`` prints the run's messages on stderr)."""
+        bar = next((cb for cb in self.callbacks if isinstance(cb, cbs.ProgressBar)), None)
+        if bar is None:  # a caller replaced the default callbacks: messages still go to stderr
+            bar = cbs.ProgressBar(enabled=False)
+        return bar
 
     def current_lr(self) -> float:
         opt = next(iter(self.optimizers.values()), None)

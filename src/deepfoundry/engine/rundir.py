@@ -1,0 +1,107 @@
+"""The one writer of a run directory.
+
+Every training loop (the :class:`~.trainer.Trainer` and reinforcement learning's own loop) writes its
+run through :class:`RunDirectory`, so every run has the same layout::
+
+    RUN/config.yaml               the resolved config                       (start)
+    RUN/metrics.jsonl             one JSON record per line                  (metrics_logger; resume truncates it)
+    RUN/checkpoints/last.safetensors, best.safetensors                      (the loop's checkpoints)
+    RUN/tensorboard/              TensorBoard events
+    RUN/model.safetensors         final weights                             (save_model)
+    RUN/model.json                what rebuilds the model: registry name, kwargs, data facts, versions
+    RUN/results.json              final metrics, timings, device            (save_results)
+    RUN/report.html, model_card.md                                           (written by the report package)
+
+Every file is written atomically (a temporary file, fsync, rename), so a crash never leaves half a file.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._version import __version__
+from ..config import RunConfig, dump_config
+from .checkpoint import atomic_write, save_weights
+
+MODEL_FORMAT = "deepfoundry-model-v1"
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """``obj`` as indented JSON at ``path``, atomically."""
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8"))
+
+
+def truncate_jsonl(path: str | Path, step: int) -> None:
+    """Keep the records of ``path`` whose ``step`` is at most ``step`` (a resumed run writes the rest again)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line).get("step", 0) <= step]
+    path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+
+
+class RunDirectory:
+    """A run directory being written. ``RunDirectory(path).start(cfg)`` creates it with its config."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDirectory('{self.path}')"
+
+    # the layout
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / "last.safetensors"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / "tensorboard"
+
+    # writing
+    def start(self, cfg: RunConfig) -> None:
+        """Create the folder and write the resolved ``config.yaml``."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        atomic_write(self.config_path, lambda tmp: Path(tmp).write_text(dump_config(cfg), encoding="utf-8"))
+
+    def reset_metrics(self, resume_step: int | None = None) -> None:
+        """A fresh run empties ``metrics.jsonl``; a run resumed at ``resume_step`` keeps the records up to it."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        if resume_step is None:
+            self.metrics_path.write_text("", encoding="utf-8")
+        else:
+            truncate_jsonl(self.metrics_path, resume_step)
+
+    def save_model(self, model: nn.Module, *, name: str, kwargs: dict[str, Any], context: dict[str, Any],
+                   task: str, task_kwargs: dict[str, Any], info: dict[str, Any]) -> None:
+        """Final weights (``model.safetensors``) and what rebuilds the model (``model.json``)."""
+        save_weights(self.path / "model.safetensors", model, {"format": MODEL_FORMAT})
+        write_json(self.path / "model.json", {
+            "format": MODEL_FORMAT,
+            "model": {"name": name, "kwargs": kwargs, "context": context},
+            "task": {"name": task, "kwargs": task_kwargs},
+            "info": info,
+            "deepfoundry_version": __version__,
+            "torch_version": torch.__version__,
+        })
+
+    def save_results(self, results: dict[str, Any]) -> None:
+        """``results.json``: final metrics, timings and the device the run trained on."""
+        write_json(self.path / "results.json", results)
