@@ -18,14 +18,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
-from .config import RunConfig, dump_config, load_config, validate, read_yaml, apply_overrides
-from .data import DataBundle, apply_preprocess, build_data
-from .engine.checkpoint import atomic_write, load_state, load_weights, save_weights
+from .config import RunConfig, apply_overrides, load_config, read_yaml, validate
+from .data import DataBundle, build_data
+from .engine.checkpoint import load_state, load_weights
+from .engine.rundir import RunDirectory
 from .engine.seeding import seed_everything
 from .engine.trainer import Trainer
 from .errors import DeepfoundryError
 from .models import build_model
+from .registry import TASKS
 from .tasks import Task, build_task
 
 CONTEXT_KEYS = ("num_classes", "in_channels", "input_size", "in_features",
@@ -42,16 +43,8 @@ def model_context(info: dict[str, Any]) -> dict[str, Any]:
     return ctx
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8"))
-
-
 def default_run_dir(name: str) -> Path:
     return Path("runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
-
-
-def _strip_confusion(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in metrics.items() if k != "confusion_matrix"}
 
 
 def train(recipe: str | Path | RunConfig, overrides: dict[str, Any] | list[str] | None = None,
@@ -62,6 +55,7 @@ def train(recipe: str | Path | RunConfig, overrides: dict[str, Any] | list[str] 
     ``overrides`` are dotted keys (``{"optim.lr": 0.01}`` or ``["optim.lr=0.01"]``). ``resume`` is a
     run directory whose ``checkpoints/last.safetensors`` is continued exactly (same final weights
     as an uninterrupted run); its saved config is used, with ``overrides`` applied on top.
+    The run directory ends with ``report.html`` and ``model_card.md`` unless ``trainer.report`` is false.
     """
     threads = torch.get_num_threads()
     try:  # a recipe's trainer.threads applies to this run only, not to the rest of the process
@@ -86,10 +80,24 @@ def _train(recipe: str | Path | RunConfig, overrides: dict[str, Any] | list[str]
         cfg = recipe if isinstance(recipe, RunConfig) else load_config(recipe, overrides)
         run_dir = Path(out) if out is not None else default_run_dir(cfg.name)
         ckpt = None
-    if cfg.task.name == "dqn":  # reinforcement learning: its own loop (deepfoundry.rl.dqn), same run layout
-        from .rl.dqn import train_rl
+    rundir = RunDirectory(run_dir)
+    own_loop = getattr(TASKS.get(cfg.task.name), "own_loop", None)  # a family with its own loop (DQN)
+    if own_loop is not None:
+        own_loop(cfg, rundir, ckpt)
+    else:
+        _fit(cfg, rundir, ckpt, callbacks, show_loop)
+    run = Run(rundir.path)
+    if cfg.trainer.report:
+        from .report import write_model_card, write_report
 
-        return train_rl(cfg, run_dir, ckpt)
+        write_report(run)
+        write_model_card(run)
+    return run
+
+
+def _fit(cfg: RunConfig, rundir: RunDirectory, ckpt: dict[str, Any] | None, callbacks: list[Any] | None,
+         show_loop: bool) -> None:
+    """The Trainer's families: data, model and task from the config, fitted, evaluated and saved."""
     seed_everything(cfg.seed)
     data = build_data(cfg.data, seed=cfg.seed)
     context = model_context(data.info)
@@ -98,14 +106,14 @@ def _train(recipe: str | Path | RunConfig, overrides: dict[str, Any] | list[str]
     clip = getattr(model, "default_grad_clip", None)
     if cfg.trainer.grad_clip is None and clip:  # recurrent models clip by default (exploding gradients)
         cfg = cfg.model_copy(update={"trainer": cfg.trainer.model_copy(update={"grad_clip": float(clip)})})
-    trainer = Trainer(cfg.trainer, cfg.optim, run_dir=run_dir, callbacks=callbacks)
+    trainer = Trainer(cfg.trainer, cfg.optim, run_dir=rundir.path, callbacks=callbacks)
+    console = trainer.progress.console
     if show_loop:
-        trainer.callbacks[0].console.print(trainer.describe_loop(), highlight=False)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(dump_config(cfg), encoding="utf-8"))
+        console.print(trainer.describe_loop(), highlight=False)
+    rundir.start(cfg)
     note = data.info.get("split_note")
     if note:
-        trainer.callbacks[0].console.print(note, highlight=False)
+        console.print(note, highlight=False)
     started = time.perf_counter()
     trainer.fit(task, data, resume_from=ckpt)
     seconds = time.perf_counter() - started
@@ -113,23 +121,14 @@ def _train(recipe: str | Path | RunConfig, overrides: dict[str, Any] | list[str]
         torch.set_num_threads(cfg.trainer.threads)
     val = trainer.evaluate(data.val) if data.val.num_samples else {}
     test = trainer.evaluate(data.test) if data.test.num_samples else {}
-    meta = {
-        "format": "deepfoundry-model-v1",
-        "model": {"name": cfg.model.name, "kwargs": cfg.model.builder_kwargs(), "context": context},
-        "task": {"name": cfg.task.name, "kwargs": cfg.task.builder_kwargs()},
-        "info": data.info,
-        "deepfoundry_version": __version__,
-        "torch_version": torch.__version__,
-    }
-    save_weights(run_dir / "model.safetensors", trainer.unwrapped_model, {"format": "deepfoundry-model-v1"})
-    _write_json(run_dir / "model.json", meta)
-    _write_json(run_dir / "results.json", {
+    rundir.save_model(trainer.unwrapped_model, name=cfg.model.name, kwargs=cfg.model.builder_kwargs(),
+                      context=context, task=cfg.task.name, task_kwargs=cfg.task.builder_kwargs(), info=data.info)
+    rundir.save_results({
         "val": val, "test": test, "seconds": seconds, "train_seconds": trainer.elapsed,
         "epochs_run": trainer.epoch, "stop_reason": trainer.stop_reason, "device": str(trainer.device)})
     finish = getattr(task, "on_train_end", None)  # task-specific outputs (language models: samples.txt)
     if callable(finish):
-        finish(run_dir)
-    return Run(run_dir)
+        finish(rundir.path)
 
 
 class Run:
@@ -207,48 +206,41 @@ class Run:
                           run_dir=None)
         return trainer.evaluate(loader, self.task.to(trainer.device))
 
-    def _prepare(self, x: Any) -> Any:
-        if self.info.get("input_kind") in ("graph", "graph_set"):  # a batch dict (see docs/graphs.md)
-            if not isinstance(x, dict):
-                raise DeepfoundryError("graph runs predict a batch dict: run.predict(run.data().test.batch()) for "
-                                       "the nodes of a graph, run.predict(GraphSet.from_graphs(...).batch(ids)) for "
-                                       "graphs; see docs/graphs.md")
-            return x
-        if self.info.get("task_type") == "translation":
-            raise DeepfoundryError("this is a translation run: use Run.translate(texts) or 'deepfoundry translate RUN TEXT'")
-        if self.info.get("input_kind") == "text":  # raw strings, tokenised as in training
-            from .data.text import encode_texts, tokenizer_from_json
-
-            if self.info.get("task_type") == "language_model":
-                raise DeepfoundryError("this is a language model: use Run.generate(prompt) or 'deepfoundry generate'")
-            return encode_texts(tokenizer_from_json(self.info["tokenizer"]), x, int(self.info["max_length"]))
-        if self.info.get("input_kind") == "tabular":  # raw rows (DataFrame, CSV path, dicts), saved preprocessing
-            from .data.tabular import table_inputs
-
-            return table_inputs(self.info, x)
-        x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)
-        shape = tuple(self.info.get("input_shape", x.shape[1:]))
-        if tuple(x.shape) == shape:
-            x = x.unsqueeze(0)
-        if tuple(x.shape[1:]) != shape:
-            raise DeepfoundryError(f"input of shape {tuple(x.shape[1:])} does not fit the model, which expects "
-                                   f"{shape} (batch dimension first)")
-        return apply_preprocess(x, self.info.get("preprocess"))
-
     @torch.no_grad()
     def predict_proba(self, x: Any) -> np.ndarray:
         """Class probabilities (N, C) for raw inputs (images in [0, 1], raw table rows, strings for text runs)."""
-        if self.info.get("task_type") != "classification":
-            raise DeepfoundryError("predict_proba needs a classification run")
-        return self.task.to("cpu").predict(self._prepare(x)).numpy()
+        task = self.task.to("cpu")
+        return task.probabilities(task.encode_inputs(x)).numpy()
 
     @torch.no_grad()
     def predict(self, x: Any) -> np.ndarray:
         """Class indices (classification) or values in the target's units (regression) for raw inputs."""
-        out = self.task.to("cpu").predict(self._prepare(x))
-        if self.info.get("task_type") == "classification":
-            return out.argmax(dim=1).numpy()
-        return out.squeeze(-1).numpy()
+        task = self.task.to("cpu")
+        return task.predictions(task.predict(task.encode_inputs(x)))
+
+    @torch.no_grad()
+    def predict_rows(self, x: Any) -> list[dict[str, Any]]:
+        """One JSON-ready answer per raw input: ``{"class", "label", "probability", "probabilities"}`` for
+        classifiers, ``{"value"}``/``{"values"}`` for regression and forecasts, ``{"translation"}`` ..."""
+        return self.task.to("cpu").predict_rows(x)
+
+    def predict_files(self, arguments: list[str], out: str | Path | None = None) -> list[dict[str, Any]]:
+        """What ``deepfoundry predict RUN INPUT...`` prints: command-line inputs (image files, ``.npy``
+        arrays, CSV files of raw rows, texts; whatever the run's input kind reads) answered one row each,
+        ``{"input": name, **answer}``. ``out`` writes the rows as CSV (tabular runs: the input columns
+        first, then the answer; ``probabilities`` become ``p(<class>)`` columns)."""
+        task = self.task.to("cpu")
+        read = task.read_inputs(list(arguments))
+        answers = self.predict_rows(read.raw)
+        rows = [{"input": name, **answer} for name, answer in zip(read.names, answers)]
+        if out is not None:
+            import pandas as pd
+
+            flat = [{**(read.columns[i] if read.columns else {}), **_flatten_answer(row)}
+                    for i, row in enumerate(rows)]
+            Path(out).parent.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame(flat).to_csv(out, index=False)
+        return rows
 
     def predict_table(self, rows: Any) -> Any:
         """Tabular runs: a pandas DataFrame with ``prediction`` (and, for classification, ``probability`` and
@@ -257,21 +249,43 @@ class Run:
 
         return predict_table(self, rows)
 
+    def _capability(self, name: str, needs: str) -> Any:
+        method = getattr(self.task, name, None)
+        if not callable(method):
+            raise DeepfoundryError(f"{name} needs {needs}; '{self.path}' is a {self.task.family} run")
+        return method
+
     def generate(self, prompt: str, tokens: int = 300, temperature: float = 0.8, top_k: int | None = 40,
                  seed: int | None = None) -> str:
         """Language-model runs: the prompt continued by ``tokens`` sampled tokens (see ``tasks/language_model.py``)."""
-        if self.info.get("task_type") != "language_model":
-            raise DeepfoundryError(f"generate needs a language-model run (e.g. char-lstm-shakespeare); "
-                                   f"'{self.path}' is a {self.info.get('task_type')} run")
-        return self.task.to("cpu").generate(prompt, tokens, temperature, top_k, seed)
+        self.task.to("cpu")
+        return self._capability("generate", "a language-model run (e.g. char-lstm-shakespeare)")(
+            prompt, tokens, temperature, top_k, seed)
 
     def translate(self, texts: str | list[str], beam: int = 1, length_penalty: float | None = None) -> list[str]:
         """Translation runs: detokenised translations of raw source sentences (greedy, or beam search with
         GNMT length penalty ``length_penalty``; see ``tasks/translation.py``)."""
-        if self.info.get("task_type") != "translation":
-            raise DeepfoundryError(f"translate needs a translation run (e.g. seq2seq-attention-multi30k); "
-                                   f"'{self.path}' is a {self.info.get('task_type')} run")
-        return self.task.to("cpu").translate(texts, beam=beam, length_penalty=length_penalty)
+        self.task.to("cpu")
+        return self._capability("translate", "a translation run (e.g. seq2seq-attention-multi30k)")(
+            texts, beam=beam, length_penalty=length_penalty)
+
+    def play(self, episodes: int = 10, seed: int = 0, record: str | Path | None = None) -> dict[str, Any]:
+        """Reinforcement-learning runs: the greedy policy's mean and standard deviation of the return over
+        ``episodes`` episodes (seeds ``seed``, ``seed + 1``, ...); ``record`` writes a GIF of the first."""
+        return self._capability("play", "a reinforcement-learning run (e.g. dqn-cartpole)")(episodes, seed, record)
+
+
+def _flatten_answer(row: dict[str, Any]) -> dict[str, Any]:
+    """A row for a CSV file: ``probabilities`` become ``p(<class>)`` columns, lists become strings."""
+    flat: dict[str, Any] = {}
+    for key, value in row.items():
+        if key == "probabilities" and isinstance(value, dict):
+            flat.update({f"p({name})": p for name, p in value.items()})
+        elif isinstance(value, (list, dict)):
+            flat[key] = json.dumps(value)
+        else:
+            flat[key] = value
+    return flat
 
 
 def load_run(path: str | Path) -> Run:
@@ -291,6 +305,7 @@ def augment_preview(recipe: str | Path | RunConfig, out: str | Path = "augment-p
     'grid.png'
     """
     from .data.augment import preview
+    from .report import save_grid
 
     cfg = recipe if isinstance(recipe, RunConfig) else load_config(recipe, overrides)
-    return preview(cfg, out, n, seed)
+    return preview(cfg, out, n, seed, save_grid=save_grid)

@@ -64,6 +64,7 @@ def train(
     seed: Optional[int] = typer.Option(None, "--seed", help="seed"),
     data_root: Optional[str] = typer.Option(None, "--data-root", help="data.root: folder of a local copy"),
     show_loop: bool = typer.Option(False, "--show-loop", help="print the order of the training loop's calls"),
+    no_report: bool = typer.Option(False, "--no-report", help="skip report.html and model_card.md (trainer.report)"),
     as_json: bool = typer.Option(False, "--json", help="print the final metrics as JSON on the last line"),
 ) -> None:
     """Train a recipe or config file; prints the run directory and the final metrics."""
@@ -81,6 +82,8 @@ def train(
     extra = apply_overrides({}, list(set_ or []))
     flat = flatten_keys(extra)
     flat.update(overrides)
+    if no_report:
+        flat["trainer.report"] = False
     run = train_run(recipe, overrides=flat, out=out, resume=resume, show_loop=show_loop)
     results = run.results
     print(f"run directory: {run.path}")
@@ -120,56 +123,18 @@ def predict(
     inputs: list[str] = typer.Argument(..., help="image files or .npy arrays; for text runs, the texts themselves; "
                                              "for tabular runs, CSV files of raw rows"),
     as_json: bool = typer.Option(False, "--json", help="print the predictions as JSON on the last line"),
-    out: Optional[Path] = typer.Option(None, "--out", help="tabular runs: write the rows with their predictions "
-                                                           "to this CSV file"),
+    out: Optional[Path] = typer.Option(None, "--out", help="write the predictions as CSV (tabular runs: the input "
+                                                           "rows with their predictions)"),
 ) -> None:
     """Predict image files, .npy arrays, (text runs) raw strings or (tabular runs) CSV rows with a finished run."""
-    import numpy as np
-
     from .api import load_run
-    from .data.images import load_image_file
 
-    run = load_run(run_dir)
-    rows: list[dict[str, Any]] = []
-    classes = run.info.get("class_names")
-    if run.info.get("task_type") == "translation":
-        raise DeepfoundryError(f"'{run_dir}' is a translation run: use 'deepfoundry translate {run_dir} TEXT...'")
-    if run.info.get("input_kind") == "text":  # each argument is one text, tokenised as in training
-        for text, p in zip(inputs, run.predict_proba(inputs)):
-            k = int(p.argmax())
-            rows.append({"input": text, "class": k, "label": classes[k], "probability": float(p[k])})
-        inputs = []
-    if run.info.get("input_kind") == "tabular":  # CSV files of raw rows, transformed as in training
-        from .data.tabular import predict_csv_files
-
-        rows, inputs = predict_csv_files(run, inputs, out), []
-        if out is not None:
-            print(f"predictions: {out}")
-    for path in map(Path, inputs):
-        if not path.is_file():
-            raise DeepfoundryError(f"input file '{path}' does not exist")
-        if path.suffix.lower() == ".npy":
-            try:
-                x = np.load(path, allow_pickle=False)
-            except ValueError as exc:
-                raise DeepfoundryError(f"'{path}' is not a readable .npy array: {exc}") from None
-        else:
-            if run.info.get("input_kind") != "image":
-                raise DeepfoundryError(f"'{path}': this model takes table rows; pass a .npy array")
-            x = load_image_file(path, run.info)
-        if run.info.get("task_type") == "classification":
-            proba = run.predict_proba(x)
-            for i, p in enumerate(proba):
-                k = int(p.argmax())
-                rows.append({"input": f"{path}" + (f"[{i}]" if len(proba) > 1 else ""), "class": k,
-                             "label": classes[k] if classes else str(k), "probability": float(p[k])})
-        else:
-            for i, v in enumerate(np.atleast_1d(run.predict(x))):
-                values = [float(t) for t in np.asarray(v).ravel()]  # a multi-step forecast has several
-                rows.append({"input": f"{path}" + (f"[{i}]" if x.ndim > 1 and len(x) > 1 else ""),
-                             **({"value": values[0]} if len(values) == 1 else {"values": values})})
+    rows = load_run(run_dir).predict_files(inputs, out=out)
+    if out is not None:
+        print(f"predictions: {out}")
     for r in rows:
-        print("  ".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in r.items()))
+        print("  ".join(f"{k}: {v:.4f}" if isinstance(v, float) else f"{k}: {v}" for k, v in r.items()
+                        if k != "probabilities"))
     if as_json:
         _echo_json({"run": str(run_dir), "predictions": rows})
 
@@ -222,18 +187,11 @@ def play(
 ) -> None:
     """Play a trained agent's greedy policy; prints the mean and standard deviation of the return."""
     from .api import load_run
-    from .rl.dqn import evaluate, load_qnetwork, record_gif
 
-    run = load_run(run_dir)
-    if run.info.get("task_type") != "rl":
-        raise DeepfoundryError(f"'{run_dir}' is not a reinforcement-learning run; play needs one (e.g. dqn-cartpole)")
-    q_network = load_qnetwork(run)
-    mean, std = evaluate(q_network, run.info["env_id"], episodes, seed, run.info.get("max_episode_steps"))
-    print(f"{run.info['env_id']}: mean return {mean:.2f} +- {std:.2f} over {episodes} episodes")
-    result: dict[str, Any] = {"run": str(run_dir), "env_id": run.info["env_id"], "episodes": episodes,
-                              "mean_return": mean, "std_return": std}
-    if record is not None:
-        result["record"] = str(record_gif(q_network, run.info["env_id"], record, seed))
+    result = {"run": str(run_dir), **load_run(run_dir).play(episodes, seed, record)}
+    print(f"{result['env_id']}: mean return {result['mean_return']:.2f} +- {result['std_return']:.2f} "
+          f"over {episodes} episodes")
+    if result.get("record"):
         print(f"recording: {result['record']}")
     if as_json:
         _echo_json(result)

@@ -120,6 +120,7 @@ class TrainerConfig(_Strict):
     grad_norms: bool = Field(False, description="log per-layer gradient norms (vanishing/exploding gradients)")
     tensorboard: bool = Field(True, description="write TensorBoard event files into the run directory")
     progress: bool = Field(True, description="show a progress bar")
+    report: bool = Field(True, description="write report.html and model_card.md into the run directory at the end")
     deterministic: bool = Field(False, description="torch.use_deterministic_algorithms(True)")
     threads: int | None = Field(None, gt=0, description="CPU threads for torch (default: torch's choice)")
 

@@ -59,6 +59,12 @@ def generator_loss(l_fake: torch.Tensor, loss: str) -> torch.Tensor:
 class AdversarialTask(Task):
     """Trains a :class:`~deepfoundry.models.gan.GAN`; ``predict(x)`` returns D's probability that x is real."""
 
+    family = "GAN"
+
+    def decode_outputs(self, outputs: torch.Tensor) -> list[dict[str, Any]]:
+        """One row per image: ``{"real_probability": D(x)}``."""
+        return [{"real_probability": float(p)} for p in outputs.double().cpu().numpy().ravel()]
+
     manual_optimization = True
 
     def __init__(self, model: nn.Module, info: dict[str, Any], loss: str = "non_saturating",

@@ -1,17 +1,33 @@
-"""The Task: what one training step and one evaluation step mean for a family of models.
+"""The Task: what a family of models means, for training and for its users.
 
-A Task is an ``nn.Module`` that owns the model. The Trainer calls ``training_step(batch) -> loss``
+A Task is an ``nn.Module`` that owns the model. Training (the Trainer calls these; the contract the
+engine needs is :class:`deepfoundry.engine.contracts.TrainableTask`): ``training_step(batch) -> loss``
 in its loop, ``evaluation_step(batch)`` on validation/test batches (the task accumulates what its
-metrics need) and ``compute_metrics()`` at the end of an evaluation pass. ``predict(x)`` maps
-preprocessed inputs to outputs in the user's units. Tasks with several optimizers (GANs) set
-``manual_optimization = True`` and step their own optimizers inside ``training_step``.
+metrics need) and ``compute_metrics()`` at the end of an evaluation pass. Tasks with several
+optimizers (GANs) set ``manual_optimization = True`` and step their own optimizers inside
+``training_step``.
+
+Using a trained model, the family's **input/output contract** (``Run.predict``, ``deepfoundry predict``,
+the report, serving and export all go through it)::
+
+    raw inputs --encode_inputs--> batch --predict--> outputs --decode_outputs--> [{...}, ...] (JSON-ready)
+                                                             --predictions-->    np.ndarray   (Run.predict)
+
+``encode_inputs`` uses the codec of the data's input kind (:mod:`deepfoundry.data.codecs`: image
+files/arrays, raw table rows, texts, graph batches) with the run's saved preprocessing;
+``read_inputs`` turns command-line arguments into raw inputs. A family that cannot take an input
+(a language model asked to classify, a GAN asked to predict) refuses in one line.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
+import numpy as np
 import torch
 from torch import nn
+
+from ..data.codecs import ReadInputs, codec_for
+from ..errors import DeepfoundryError
 
 
 class Task(nn.Module):
@@ -37,5 +53,78 @@ class Task(nn.Module):
     def compute_metrics(self) -> dict[str, Any]:
         raise NotImplementedError
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+    def predict(self, x: Any) -> Any:
+        """Model outputs for an encoded batch, in the user's units (probabilities, values, ...)."""
+        raise DeepfoundryError(f"a {self.family} run does not predict inputs{self.use_instead}")
+
+    # ------------------------------------------------------------------ the input/output contract
+    @property
+    def family(self) -> str:
+        """A short name of the family for messages (``classification``, ``language model``, ...)."""
+        return type(self).__name__.removesuffix("Task").lower() or "task"
+
+    use_instead = ""  # e.g. ": use Run.generate(prompt) or 'deepfoundry generate RUN'"
+
+    def encode_inputs(self, raw: Any) -> Any:
+        """Raw inputs -> the model's batch, with the run's saved preprocessing (the input kind's codec)."""
+        return codec_for(self.info).encode(raw)
+
+    def read_inputs(self, arguments: Sequence[str]) -> ReadInputs:
+        """Command-line arguments (files, texts) -> names and raw inputs (the input kind's codec)."""
+        return codec_for(self.info).read(arguments)
+
+    def decode_outputs(self, outputs: Any) -> list[dict[str, Any]]:
+        """Outputs of :meth:`predict` -> one JSON-ready dict per example."""
+        raise DeepfoundryError(f"a {self.family} run does not predict inputs{self.use_instead}")
+
+    def predictions(self, outputs: Any) -> np.ndarray:
+        """Outputs of :meth:`predict` -> the array ``Run.predict`` returns (one value or row per example)."""
+        return torch.as_tensor(outputs).squeeze(-1).numpy()
+
+    def probabilities(self, batch: Any) -> torch.Tensor:
+        """Class probabilities (N, C) of an encoded batch; only classifiers have them."""
+        raise DeepfoundryError(f"predict_proba needs a classification run; this is a {self.family} run")
+
+    @torch.no_grad()
+    def predict_rows(self, raw: Any) -> list[dict[str, Any]]:
+        """``decode_outputs(predict(encode_inputs(raw)))``: raw inputs to JSON-ready answers."""
+        return self.decode_outputs(self.predict(self.encode_inputs(raw)))
+
+
+class ClassifierOutputs:
+    """The output half of the contract for tasks whose ``predict`` gives class probabilities (N, C):
+    rows ``{"class", "label", "probability", "probabilities": {label: p}}``, ``Run.predict`` the class
+    indices, ``Run.predict_proba`` the probabilities. Mix in before :class:`Task`."""
+
+    info: dict[str, Any]
+
+    def class_names(self, n: int) -> list[str]:
+        names = self.info.get("class_names") or []
+        return [str(c) for c in names] if len(names) == n else [str(k) for k in range(n)]
+
+    def decode_outputs(self, outputs: torch.Tensor) -> list[dict[str, Any]]:
+        proba = torch.as_tensor(outputs).double().cpu().numpy()
+        names = self.class_names(proba.shape[1])
+        rows = []
+        for p in proba:
+            k = int(p.argmax())
+            rows.append({"class": k, "label": names[k], "probability": float(p[k]),
+                         "probabilities": {name: float(v) for name, v in zip(names, p)}})
+        return rows
+
+    def predictions(self, outputs: torch.Tensor) -> np.ndarray:
+        return torch.as_tensor(outputs).argmax(dim=1).numpy()
+
+    def probabilities(self, batch: Any) -> torch.Tensor:
+        return self.predict(batch)  # type: ignore[attr-defined]
+
+
+class ValueOutputs:
+    """The output half of the contract for tasks whose ``predict`` gives values in the target's units:
+    rows ``{"value": v}`` (one value) or ``{"values": [...]}`` (several, e.g. a multi-step forecast).
+    Mix in before :class:`Task`."""
+
+    def decode_outputs(self, outputs: torch.Tensor) -> list[dict[str, Any]]:
+        values = torch.as_tensor(outputs).double().cpu().numpy()
+        values = values.reshape(len(values), -1)
+        return [{"value": float(v[0])} if len(v) == 1 else {"values": [float(t) for t in v]} for v in values]

@@ -14,11 +14,11 @@ from torch import nn
 
 from ..metrics import classification_metrics
 from ..registry import TASKS
-from .base import Task
+from .base import ClassifierOutputs, Task
 from .losses import make_loss
 
 
-class ClassificationTask(Task):
+class ClassificationTask(ClassifierOutputs, Task):
     """Trains ``model`` to output class logits; reports accuracy, precision/recall/F1, top-k, confusion matrix."""
 
     def __init__(self, model: nn.Module, info: dict[str, Any], loss: str = "cross_entropy",

@@ -32,7 +32,7 @@ from torch import nn
 from ..nn.recurrent import ExplicitRecurrent, cell_type, hidden_state_gradients
 from ..data import timeseries as _timeseries  # noqa: F401  (registers the datasets these tasks read, for `list`)
 from ..registry import TASKS
-from .base import Task
+from .base import Task, ValueOutputs
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -111,7 +111,7 @@ def gate_section(model: nn.Module, x: torch.Tensor, plots: "Path", name: str = "
     return text + embed_figure(fig, plots, name)
 
 
-class ForecastingTask(Task):
+class ForecastingTask(ValueOutputs, Task):
     """MSE on scaled windows; RMSE / MAE / MAPE and the naive baselines in original units."""
 
     def __init__(self, model: nn.Module, info: dict[str, Any]) -> None:
@@ -204,7 +204,7 @@ class ForecastingTask(Task):
                 ("Gate activations (last test window)", gate_section(self.model, x_one, plots))]
 
 
-class SequenceRegressionTask(Task):
+class SequenceRegressionTask(ValueOutputs, Task):
     """One real value per sequence, MSE loss; ``trivial_mse`` of the constant baseline beside it."""
 
     def __init__(self, model: nn.Module, info: dict[str, Any]) -> None:

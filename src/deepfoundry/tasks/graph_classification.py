@@ -17,14 +17,14 @@ from torch import nn
 
 from ..errors import DeepfoundryError
 from ..registry import TASKS
-from .base import Task
+from .base import ClassifierOutputs, Task
 from .node_classification import NodeClassificationTask
 
 if TYPE_CHECKING:
     from ..api import Run
 
 
-class GraphClassificationTask(Task):
+class GraphClassificationTask(ClassifierOutputs, Task):
     """Cross-entropy on pooled graph logits; accuracy, macro precision/recall/F1, confusion matrix."""
 
     def __init__(self, model: nn.Module, info: dict[str, Any], label_smoothing: float = 0.0) -> None:

@@ -34,6 +34,15 @@ from .base import Task
 class LanguageModelTask(Task):
     """Next-token cross-entropy for a model ``f(x, state) -> (logits (B, T, V), state)``."""
 
+    family = "language-model"
+    use_instead = ": use Run.generate(prompt) or 'deepfoundry generate RUN'"
+
+    def encode_inputs(self, raw: Any) -> Any:
+        raise DeepfoundryError(f"this is a language model{self.use_instead}")
+
+    def read_inputs(self, arguments: Any) -> Any:
+        raise DeepfoundryError(f"this is a language model{self.use_instead}")
+
     def __init__(self, model: nn.Module, info: dict[str, Any], sample_prompt: str = "\n", sample_tokens: int = 500,
                  sample_temperature: float = 0.8, sample_top_k: int = 40, num_samples: int = 2) -> None:
         super().__init__(model, info)

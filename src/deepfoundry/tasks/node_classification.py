@@ -20,7 +20,7 @@ from torch import nn
 
 from ..errors import DeepfoundryError
 from ..registry import TASKS
-from .base import Task
+from .base import ClassifierOutputs, Task
 
 if TYPE_CHECKING:
     from ..api import Run
@@ -54,7 +54,7 @@ def confusion_metrics(confusion: np.ndarray) -> dict[str, Any]:
     }
 
 
-class NodeClassificationTask(Task):
+class NodeClassificationTask(ClassifierOutputs, Task):
     """Cross-entropy on the masked nodes of a graph; accuracy, macro precision/recall/F1, confusion matrix."""
 
     def __init__(self, model: nn.Module, info: dict[str, Any], label_smoothing: float = 0.0) -> None:

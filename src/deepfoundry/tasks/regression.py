@@ -14,11 +14,11 @@ from torch import nn
 
 from ..metrics import regression_metrics
 from ..registry import TASKS
-from .base import Task
+from .base import Task, ValueOutputs
 from .losses import make_loss
 
 
-class RegressionTask(Task):
+class RegressionTask(ValueOutputs, Task):
     """Trains ``model`` to predict real values; reports MSE, RMSE, MAE and R2 in the original units."""
 
     def __init__(self, model: nn.Module, info: dict[str, Any], loss: str = "mse", huber_delta: float = 1.0) -> None:

@@ -149,7 +149,16 @@ def corpus_bleu(hypotheses: list[str], references: list[str], tokenize: str = "1
 
 
 class TranslationTask(Task):
-    """Label-smoothed cross-entropy on target tokens; greedy/beam decoding; BLEU, perplexity, exact match."""
+    """Label-smoothed cross-entropy on target tokens; greedy/beam decoding; BLEU, perplexity, exact match.
+
+    Its input/output contract: raw source sentences in, ``{"translation": text}`` rows out (greedy;
+    ``Run.translate`` for beam search)."""
+
+    def decode_outputs(self, outputs: list[str]) -> list[dict[str, Any]]:
+        return [{"translation": text} for text in outputs]
+
+    def predictions(self, outputs: list[str]) -> np.ndarray:
+        return np.asarray(outputs, dtype=object)
 
     def __init__(self, model: nn.Module, info: dict[str, Any], label_smoothing: float = 0.1,
                  teacher_forcing: float = 1.0, val_bleu: bool = True, length_penalty: float = 0.6,

@@ -32,6 +32,12 @@ from .base import Task
 class VariationalTask(Task):
     """Trains a :class:`~deepfoundry.models.vae.VAE`; ``predict(x)`` returns the posterior means ``mu``."""
 
+    family = "VAE"
+
+    def decode_outputs(self, outputs: torch.Tensor) -> list[dict[str, Any]]:
+        """One row per image: ``{"latent": mu}``, the posterior mean of ``q(z|x)``."""
+        return [{"latent": [float(v) for v in row]} for row in outputs.double().cpu().numpy()]
+
     def __init__(self, model: nn.Module, info: dict[str, Any], beta: float = 1.0, kl_warmup_epochs: float = 0.0,
                  samples_per_epoch: int = 64) -> None:
         super().__init__(model, info)

@@ -1,0 +1,241 @@
+"""Input codecs: a user's raw inputs -> the batch a trained model takes, with the run's saved preprocessing.
+
+One codec per ``info["input_kind"]`` a data module produces, registered in :data:`CODECS`:
+
+=============  ==============================================  =========================================
+input kind     raw inputs (Python)                             command-line arguments (``read``)
+=============  ==============================================  =========================================
+``image``      arrays/tensors (C, H, W) or (N, C, H, W) in       image files (PNG, JPEG, ...) or ``.npy``
+               the data's units ([0, 1] pixels)
+``table``      arrays (F,) or (N, F)                           ``.npy`` arrays
+``series``     the last ``window`` values (W,) or (N, W)       ``.npy`` arrays
+``sequence``   arrays (L, F) or (N, L, F)                      ``.npy`` arrays
+``tabular``    raw rows: DataFrame, CSV path, dict, dicts      CSV files of raw rows
+``text``       a string or a list of strings                   the texts themselves
+``translation`` a string or a list of source sentences         the sentences themselves
+``graph``,     a batch dict (``run.data().test.batch()``,      (none: graphs are predicted from Python)
+``graph_set``  ``GraphSet.from_graphs(...).batch(ids)``)
+=============  ==============================================  =========================================
+
+A task turns the encoded batch into outputs and decodes them (``Task.encode_inputs``/``decode_outputs``
+in :mod:`deepfoundry.tasks.base`); a data module adds an input kind by registering a codec here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import DeepfoundryError
+from ..registry import Registry
+from .core import apply_preprocess
+
+CODECS = Registry("input kind")
+
+
+@dataclass
+class ReadInputs:
+    """What ``Codec.read`` makes of command-line arguments: one ``name`` per example (``file[i]`` for the
+    i-th of several in one file), the ``raw`` inputs to encode, and per example the ``columns`` to carry
+    into an output table (tabular runs: the input row itself)."""
+
+    names: list[str]
+    raw: Any
+    columns: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Codec:
+    """Base codec: numeric arrays shaped like ``info["input_shape"]``, standardised as in training."""
+
+    kind = "array"
+    files = ".npy arrays"
+
+    def __init__(self, info: dict[str, Any]) -> None:
+        self.info = info
+
+    def encode(self, raw: Any) -> Any:
+        """Raw inputs -> the model's batch. A single example gets a batch dimension."""
+        try:
+            x = raw if isinstance(raw, torch.Tensor) else torch.as_tensor(np.asarray(raw))
+        except (TypeError, ValueError) as exc:
+            raise DeepfoundryError(f"inputs must be a numeric array: {exc}") from None
+        shape = tuple(self.info.get("input_shape", x.shape[1:]))
+        if tuple(x.shape) == shape:
+            x = x.unsqueeze(0)
+        if tuple(x.shape[1:]) != shape:
+            raise DeepfoundryError(f"input of shape {tuple(x.shape[1:])} does not fit the model, which expects "
+                                   f"{shape} (batch dimension first)")
+        return apply_preprocess(x, self.info.get("preprocess"))
+
+    def read(self, arguments: Sequence[str]) -> ReadInputs:
+        """Command-line arguments (file paths) -> raw inputs, stacked in argument order."""
+        names: list[str] = []
+        arrays: list[np.ndarray] = []
+        for arg in arguments:
+            path = Path(arg)
+            x = self.read_file(path)
+            many = x.ndim > len(self.info.get("input_shape", x.shape[1:]))
+            x = x if many else x[None]
+            names.extend(f"{path}[{i}]" if len(x) > 1 else str(path) for i in range(len(x)))
+            arrays.append(x)
+        if not arrays:
+            raise DeepfoundryError(f"predict needs inputs: {self.files}")
+        try:
+            return ReadInputs(names, np.concatenate(arrays))
+        except ValueError as exc:
+            raise DeepfoundryError(f"the input files hold arrays of different shapes: {exc}") from None
+
+    def read_file(self, path: Path) -> np.ndarray:
+        if path.is_dir():
+            raise DeepfoundryError(f"input '{path}' is a directory; pass {self.files}")
+        if not path.is_file():
+            raise DeepfoundryError(f"input file '{path}' does not exist")
+        if path.suffix.lower() != ".npy":
+            raise DeepfoundryError(f"'{path}': this model takes {self.kind} inputs; pass {self.files}")
+        return read_npy(path)
+
+
+def read_npy(path: Path) -> np.ndarray:
+    """A ``.npy`` file without pickle; an unreadable file is one clear error."""
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DeepfoundryError(f"'{path}' is not a readable .npy array: {exc}") from None
+    if not np.issubdtype(x.dtype, np.number) and x.dtype != np.bool_:
+        raise DeepfoundryError(f"'{path}' holds {x.dtype} values; predict needs numbers")
+    return x
+
+
+@CODECS.register("array")
+class ArrayCodec(Codec):
+    """Numeric arrays shaped like the training inputs."""
+
+
+@CODECS.register("table")
+class TableCodec(Codec):
+    """Feature vectors (F,) of a numeric table (scikit-learn data sets), standardised as in training."""
+
+    kind = "table"
+
+
+@CODECS.register("series")
+class SeriesCodec(Codec):
+    """The last ``window`` values of a time series, in the series' own units."""
+
+    kind = "series"
+
+
+@CODECS.register("sequence")
+class SequenceCodec(Codec):
+    """Sequences (L, F) of a sequence-regression data set."""
+
+    kind = "sequence"
+
+
+@CODECS.register("image")
+class ImageCodec(Codec):
+    """Images in [0, 1] (C, H, W); image files are converted to the model's channels and size."""
+
+    kind = "image"
+    files = "image files (PNG, JPEG, ...) or .npy arrays"
+
+    def read_file(self, path: Path) -> np.ndarray:
+        from .images import load_image_file
+
+        if path.suffix.lower() == ".npy" or path.is_dir() or not path.exists():
+            return super().read_file(path)
+        return load_image_file(path, self.info).numpy()
+
+
+@CODECS.register("tabular")
+class TabularCodec(Codec):
+    """Raw table rows (CSV columns by name), transformed with the run's saved preprocessing."""
+
+    kind = "tabular"
+    files = "CSV files of raw rows"
+
+    def encode(self, raw: Any) -> torch.Tensor:
+        from .tabular import table_inputs
+
+        return table_inputs(self.info, raw)
+
+    def read(self, arguments: Sequence[str]) -> ReadInputs:
+        import pandas as pd
+
+        from .preprocess import read_table
+
+        if not arguments:
+            raise DeepfoundryError("predict needs a CSV file of rows for this tabular run")
+        na = self.info["tabular"]["na_values"]
+        frames, names = [], []
+        for arg in arguments:
+            if Path(arg).is_dir():
+                raise DeepfoundryError(f"input '{arg}' is a directory; pass {self.files}")
+            frame = read_table(arg, na_values=na)
+            frames.append(frame)
+            names.extend(f"{arg}[{i}]" for i in range(len(frame)))
+        rows = pd.concat(frames, ignore_index=True)
+        return ReadInputs(names, rows, rows.to_dict(orient="records"))
+
+
+@CODECS.register("text")
+class TextCodec(Codec):
+    """Raw strings, tokenised with the run's tokeniser and cut to its ``max_length``."""
+
+    kind = "text"
+    files = "the texts themselves"
+
+    def encode(self, raw: Any) -> Any:
+        from .text import encode_texts, tokenizer_from_json
+
+        return encode_texts(tokenizer_from_json(self.info["tokenizer"]), raw, int(self.info["max_length"]))
+
+    def read(self, arguments: Sequence[str]) -> ReadInputs:
+        if not arguments:
+            raise DeepfoundryError("predict needs texts: one argument each")
+        return ReadInputs(list(arguments), list(arguments))
+
+
+@CODECS.register("translation")
+class SentenceCodec(TextCodec):
+    """Raw source sentences; the task tokenises and decodes them itself (beam search)."""
+
+    kind = "translation"
+
+    def encode(self, raw: Any) -> list[str]:
+        texts = [raw] if isinstance(raw, str) else list(raw)
+        if not all(isinstance(t, str) for t in texts):
+            raise DeepfoundryError("a translation run takes source sentences (strings)")
+        return texts
+
+
+@CODECS.register("graph")
+class GraphCodec(Codec):
+    """A graph batch dict, as the run's loaders make them (see docs/graphs.md)."""
+
+    kind = "graph"
+    hint = "run.predict(run.data().test.batch()) for the nodes of a graph"
+
+    def encode(self, raw: Any) -> dict[str, Any]:
+        if not isinstance(raw, dict):
+            raise DeepfoundryError(f"graph runs predict a batch dict: {self.hint}; see docs/graphs.md")
+        return raw
+
+    def read(self, arguments: Sequence[str]) -> ReadInputs:
+        raise DeepfoundryError(f"graph runs predict from Python: {self.hint}; see docs/graphs.md")
+
+
+@CODECS.register("graph_set")
+class GraphSetCodec(GraphCodec):
+    """A batch dict of whole graphs (``GraphSet.from_graphs(...).batch(ids)``)."""
+
+    kind = "graph_set"
+    hint = "run.predict(GraphSet.from_graphs(...).batch(ids)) for graphs"
+
+
+def codec_for(info: dict[str, Any]) -> Codec:
+    """The codec of the run's input kind (``info["input_kind"]``; plain arrays when it names none)."""
+    return CODECS.get(info.get("input_kind") or "array")(info)
