@@ -9,9 +9,7 @@ from ._version import __version__  # noqa: E402
 from .config import RunConfig, load_config  # noqa: E402
 from .errors import DeepfoundryError  # noqa: E402
 from .registry import DATASETS, MODELS, TASKS, Registry  # noqa: E402
-from . import data, models, tasks  # noqa: E402,F401  (fill the registries)
 from .data import DataBundle, build_data  # noqa: E402
-from .data import graphs as _graphs, images as _images, tabular as _tabular  # noqa: E402,F401
 from .engine import Callback, Trainer  # noqa: E402
 from .api import Run, load_run, train  # noqa: E402
 from .crossval import cross_validate  # noqa: E402

@@ -42,10 +42,6 @@ def list_(what: Listing = typer.Argument(..., help="models, datasets, recipes or
             raw = load_raw(name)
             print(f"{name:28s} {raw.get('description', '')}")
         return
-    if what.value == "datasets":  # data modules register on import; build_data imports them all, so must list
-        from .data.core import register_all
-
-        register_all()
     registry = {"models": MODELS, "datasets": DATASETS, "tasks": TASKS}[what.value]
     for name in registry.names():
         print(f"{name:28s} {registry.describe(name)}")
@@ -227,7 +223,8 @@ def sample(
     import numpy as np
 
     from .api import load_run
-    from .generative import quality_score, sample_images, save_grid
+    from .generative import quality_score, sample_images
+    from .report import save_grid
 
     run = load_run(run_dir)
     images = sample_images(run, n, cls, seed)
@@ -260,7 +257,8 @@ def interpolate(
 ) -> None:
     """Write spherical interpolations between random latent points as one grid (a row per pair)."""
     from .api import load_run
-    from .generative import interpolate as interpolate_run, save_grid
+    from .generative import interpolate as interpolate_run
+    from .report import save_grid
 
     run = load_run(run_dir)
     images = interpolate_run(run, rows, steps, cls, seed)

@@ -8,8 +8,9 @@ torch.Size([2, 3])
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from .errors import DeepfoundryError
 
@@ -17,11 +18,32 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Registry:
-    """A name -> builder table. Duplicate names raise; unknown names suggest the closest one."""
+    """A name -> builder table. Duplicate names raise; unknown names suggest the closest one.
 
-    def __init__(self, kind: str) -> None:
+    ``modules`` lists, by name, the modules whose builders fill this table: they are imported the first
+    time the table is read (not when this module is imported), so importing a low layer never pulls in
+    the high ones, and the list of what registers is written down in one place (:data:`MODELS` etc.
+    below). A builder registered from anywhere else (a user's plugin, a test) works the same way.
+    """
+
+    def __init__(self, kind: str, modules: Sequence[str] = ()) -> None:
         self.kind = kind
+        self.modules = tuple(modules)
         self._builders: dict[str, Callable[..., Any]] = {}
+        self._loaded = not self.modules
+
+    def load(self) -> None:
+        """Import the listed modules once (each registers its builders on import)."""
+        if self._loaded:
+            return
+        self._loaded = True  # before importing: a listed module reading the table must not recurse
+        for name in self.modules:
+            importlib.import_module(name)
+
+    @property
+    def _table(self) -> dict[str, Callable[..., Any]]:
+        self.load()
+        return self._builders
 
     def register(self, name: str) -> Callable[[F], F]:
         def decorator(fn: F) -> F:
@@ -33,20 +55,20 @@ class Registry:
         return decorator
 
     def __contains__(self, name: object) -> bool:
-        return name in self._builders
+        return name in self._table
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._builders))
+        return iter(sorted(self._table))
 
     def __len__(self) -> int:
-        return len(self._builders)
+        return len(self._table)
 
     def names(self) -> list[str]:
-        return sorted(self._builders)
+        return sorted(self._table)
 
     def get(self, name: str) -> Callable[..., Any]:
         try:
-            return self._builders[name]
+            return self._table[name]
         except KeyError:
             close = difflib.get_close_matches(name, self._builders, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else f"; available: {', '.join(self.names())}"
@@ -90,6 +112,14 @@ class Registry:
             raise DeepfoundryError(f"{self.kind} {name!r}: {exc}") from exc
 
 
-MODELS = Registry("model")
-DATASETS = Registry("dataset")
-TASKS = Registry("task")
+_MODELS = ("alexnet", "backbones", "forecaster", "gan", "gnn", "graph_level", "lenet", "mlp", "qnet", "rnn",
+           "seq2seq", "tabular", "text_encoder", "transformer", "vae", "vgg")
+_DATASETS = ("class_subset", "folds", "graph_csv", "graph_sets", "graphs", "images", "tabular", "text",
+             "timeseries", "translation")
+_TASKS = ("tasks.adversarial", "tasks.auto", "tasks.classification", "tasks.forecasting",
+          "tasks.graph_classification", "tasks.language_model", "tasks.node_classification", "tasks.regression",
+          "tasks.translation", "tasks.variational", "rl.task")
+
+MODELS = Registry("model", [f"deepfoundry.models.{m}" for m in _MODELS])
+DATASETS = Registry("dataset", [f"deepfoundry.data.{m}" for m in _DATASETS])
+TASKS = Registry("task", [f"deepfoundry.{m}" for m in _TASKS])

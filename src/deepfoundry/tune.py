@@ -163,10 +163,8 @@ def check_space(params: list[Param], raw: dict[str, Any], where: str = "space") 
     registered builder's signature. Raises a one-line :class:`DeepfoundryError` naming the key."""
     import inspect
 
-    from .data.core import register_all
     from .registry import DATASETS, MODELS, TASKS
 
-    register_all()
     registries = {"data": DATASETS, "model": MODELS, "task": TASKS}
     keys = {p.key for p in params}
     for p in params:

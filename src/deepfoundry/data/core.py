@@ -111,13 +111,6 @@ def apply_preprocess(x: torch.Tensor, preprocess: dict[str, Any] | None) -> torc
     return (x - mean) / std
 
 
-def register_all() -> None:
-    """Import every module of :mod:`deepfoundry.data` (one per modality), which registers its builders."""
-    from .._discover import import_submodules
-
-    import_submodules(__package__, skip=("core",))
-
-
 def build_data(cfg: Any, seed: int = 0) -> DataBundle:
     """``cfg`` is a :class:`~deepfoundry.config.DataConfig`: build the registered dataset, fit the
     standardisation on its training split, and return loaders.
@@ -128,7 +121,6 @@ def build_data(cfg: Any, seed: int = 0) -> DataBundle:
     from ..registry import DATASETS
     from .augment import attach_augment
 
-    register_all()
     context = {"root": cfg.root, "download": cfg.download, "val_fraction": cfg.val_fraction,
                "test_fraction": cfg.test_fraction, "seed": seed, "batch_size": cfg.batch_size,
                "eval_batch_size": cfg.eval_batch_size}

@@ -16,9 +16,7 @@ import torch  # noqa: F401  (used by the doctest example)
 from torch import nn
 
 from ..registry import MODELS
-from .._discover import import_submodules
-
-import_submodules(__name__)  # every module here registers its builders (mlp, lenet, rnn, ...)
+# the modules here register their builders in MODELS; registry.py lists them and imports them on first use
 
 
 def build_model(name: str, kwargs: dict[str, Any] | None = None, context: dict[str, Any] | None = None) -> nn.Module:

@@ -4,10 +4,9 @@ from typing import Any
 from torch import nn
 
 from ..registry import TASKS
-from .._discover import import_submodules
 from .base import Task
 
-import_submodules(__name__)  # every module here registers its tasks
+# the modules here register their tasks in TASKS; registry.py lists them and imports them on first use
 
 
 def build_task(cfg: Any, model: nn.Module, info: dict[str, Any]) -> Task:
