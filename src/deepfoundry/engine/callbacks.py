@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import DeepfoundryError
+from .logging import JsonlWriter
 from .rundir import truncate_jsonl
 
 if TYPE_CHECKING:
@@ -153,27 +154,26 @@ class Checkpoint(Callback):
 
 
 class JSONLLogger(Callback):
-    """Appends every record to ``metrics.jsonl`` (one JSON object per line)."""
+    """Appends every record to ``metrics.jsonl`` (one JSON object per line; :class:`~.logging.JsonlWriter`)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._fh = None
+        self._writer: JsonlWriter | None = None
 
     def on_fit_start(self, trainer: "Trainer") -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if trainer.resumed_from is not None:  # drop records written after the checkpoint (written again)
             truncate_jsonl(self.path, trainer.global_step)
-        self._fh = open(self.path, "a", encoding="utf-8")
+        self._writer = JsonlWriter(self.path)
 
     def on_log(self, trainer: "Trainer", record: dict[str, Any]) -> None:
-        if self._fh is not None:
-            self._fh.write(json.dumps(record) + "\n")
-            self._fh.flush()
+        if self._writer is not None:
+            self._writer.write(record)
 
     def on_fit_end(self, trainer: "Trainer") -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
 
 
 class TensorBoardLogger(Callback):

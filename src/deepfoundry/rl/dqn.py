@@ -20,17 +20,16 @@ environment steps summed over the copies.
 does not end the MDP, so that transition still bootstraps from ``s'``, the real last observation.
 
 >>> import deepfoundry
->>> run = deepfoundry.train("dqn-cartpole", overrides={"task.total_steps": 20000})
+>>> run = deepfoundry.train("dqn-cartpole", overrides={"task.total_steps": 20000})  # calls train_rl
 >>> run.results["eval"]["mean_return"]
+>>> run.task.play(episodes=5, seed=0)  # the Q-network behind the task contract (deepfoundry.rl.task.DQNTask)
 """
 from __future__ import annotations
 
 import copy
-import json
-import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -38,16 +37,16 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
-from ..config import RunConfig, TaskConfig, dump_config
-from ..engine.checkpoint import atomic_write, load_weights, save_state, save_weights
+from ..config import RunConfig, TaskConfig
+from ..engine.checkpoint import save_state
+from ..engine.logging import JsonlWriter, StepProgress
+from ..engine.rundir import RunDirectory
+from ..engine.seeding import seed_everything
 from ..errors import DeepfoundryError
 from ..models import build_model, qnet  # noqa: F401  (registers qnet_mlp / qnet_cnn)
 from ..optim import build_optimizer
 from .envs import check_env, make_env, make_vec_env
 from .replay import NStep, PrioritizedReplayBuffer, ReplayBuffer
-
-if TYPE_CHECKING:
-    from ..api import Run
 
 
 class DQNConfig(BaseModel):
@@ -187,8 +186,8 @@ class DQNAgent:
 
 
 @torch.no_grad()
-def evaluate(agent: DQNAgent | nn.Module, env_id: str, episodes: int = 10, seed: int = 0,
-             max_episode_steps: int | None = None) -> tuple[float, float]:
+def greedy_returns(agent: DQNAgent | nn.Module, env_id: str, episodes: int = 10, seed: int = 0,
+                   max_episode_steps: int | None = None) -> tuple[float, float]:
     """Greedy policy ``argmax_a Q(s, a)`` for ``episodes`` episodes (seeds ``seed``, ``seed + 1``, ...):
     the mean and standard deviation of the undiscounted return."""
     q_network = agent.q_network if isinstance(agent, DQNAgent) else agent
@@ -207,22 +206,21 @@ def evaluate(agent: DQNAgent | nn.Module, env_id: str, episodes: int = 10, seed:
     return float(np.mean(returns)), float(np.std(returns))
 
 
-# ---------------------------------------------------------------- run directory, training loop
-def load_qnetwork(run: "Run") -> nn.Module:
-    """The Q-network of a finished DQN run, with its final weights, in eval mode."""
-    m = run.meta["model"]
-    q_network = build_model(m["name"], m["kwargs"], m["context"])
-    q_network.load_state_dict(load_weights(run.path / "model.safetensors"))
-    return q_network.eval()
+# ---------------------------------------------------------------- training loop
+def train_rl(cfg: RunConfig, run_dir: RunDirectory | str | Path, resume_state: dict[str, Any] | None = None) -> Path:
+    """Train a DQN recipe into ``run_dir`` and return its path; ``resume_state`` (the loaded
+    ``checkpoints/last.safetensors``) continues an interrupted run exactly.
 
+    Everything on disk goes through :class:`~deepfoundry.engine.rundir.RunDirectory`: config.yaml,
+    metrics.jsonl (records ``train``, ``episode``, ``eval``), checkpoints/last.safetensors,
+    model.safetensors + model.json and results.json. Progress (a bar over environment steps on a
+    terminal, one line per periodic evaluation) goes to stderr when ``trainer.progress`` is on.
+    The Q-network trains on the CPU (small networks, one environment step per forward pass).
 
-def train_rl(cfg: RunConfig, run_dir: Path, resume_state: dict[str, Any] | None = None) -> "Run":
-    """Train a DQN recipe into ``run_dir`` (config.yaml, metrics.jsonl, checkpoints/last.safetensors,
-    model.safetensors + model.json, results.json); ``resume_state`` continues a checkpoint exactly."""
-    from .. import __version__
-    from ..api import Run
-    from ..engine.seeding import seed_everything
-
+    >>> from deepfoundry.config import load_config
+    >>> path = train_rl(load_config("dqn-cartpole", {"task.total_steps": 5000}), RunDirectory("runs/cartpole"))
+    """
+    run = run_dir if isinstance(run_dir, RunDirectory) else RunDirectory(run_dir)
     args = parse_dqn_config(cfg.task)
     seed_everything(cfg.seed)
     if cfg.trainer.threads:
@@ -243,9 +241,7 @@ def train_rl(cfg: RunConfig, run_dir: Path, resume_state: dict[str, Any] | None 
     eval_seed = cfg.seed + 10_000          # evaluation episodes never touch the training RNGs
     base_lr = cfg.optim.lr
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(dump_config(cfg), encoding="utf-8"))
-    ckpt_path, metrics_path = run_dir / "checkpoints" / "last.safetensors", run_dir / "metrics.jsonl"
+    run.start(cfg)
     step, episode, updates, train_seconds, first_reach = 0, 0, 0, 0.0, None
     best: dict[str, Any] | None = None  # the best periodic evaluation and its weights (trainer.restore_best)
     envs.reset(seed=cfg.seed)  # copy i is seeded with seed + i
@@ -261,20 +257,12 @@ def train_rl(cfg: RunConfig, run_dir: Path, resume_state: dict[str, Any] | None 
             e.unwrapped.np_random.bit_generator.state = state
         step, episode, updates, train_seconds = s["step"], s["episode"], s["updates"], s["train_seconds"]
         first_reach, best = s.get("first_reach"), s.get("best")
-        old = metrics_path.read_text(encoding="utf-8").splitlines() if metrics_path.exists() else []
-        kept = [line for line in old if line.strip() and json.loads(line).get("step", 0) <= step]
-        metrics_path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    else:
-        metrics_path.write_text("", encoding="utf-8")
+    run.reset_metrics(step if resume_state is not None else None)  # a resume drops records after its checkpoint
     obs, _ = envs.reset()  # on resume: the same reset the interrupted run was about to do (N = 1)
-    log = metrics_path.open("a", encoding="utf-8")
-
-    def write(record: dict[str, Any]) -> None:
-        log.write(json.dumps(record) + "\n")
-        log.flush()
+    device = next(agent.q_network.parameters()).device
 
     def checkpoint() -> None:
-        save_state(ckpt_path, {
+        save_state(run.last_checkpoint, {
             "agent": agent.state_dict(), "buffer": buffer.state_dict() if args.save_buffer else None,
             "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
             "env_rng": [e.unwrapped.np_random.bit_generator.state for e in envs.envs],
@@ -287,113 +275,119 @@ def train_rl(cfg: RunConfig, run_dir: Path, resume_state: dict[str, Any] | None 
     last_ckpt, loss, q_mean = step, float("nan"), float("nan")
     started = time.perf_counter()
     tick = time.perf_counter()
-    while step < args.total_steps:
-        # 1. act epsilon-greedily in every copy; store (n-step) transitions, bootstrapping unless *terminated*
-        epsilon = linear_schedule(args.initial_epsilon, args.final_epsilon,
-                                  args.exploration_fraction * args.total_steps, step)
-        actions = agent.act(obs, epsilon, rng)
-        next_obs, rewards, terminated, truncated, _ = envs.step(actions)
-        ended = False
-        for i in range(n_envs):
-            if resetting[i]:  # this copy was just reset: next_obs[i] is a first observation, no transition
-                continue
-            if step >= args.total_steps:
-                break
-            for transition in nsteps[i].push(obs[i], int(actions[i]), float(rewards[i]), next_obs[i],
-                                             bool(terminated[i]), bool(truncated[i])):
-                buffer.add(*transition)
-            step += 1
-            returns[i], lengths[i] = returns[i] + float(rewards[i]), lengths[i] + 1
+    log = JsonlWriter(run.metrics_path)
+    bar = StepProgress(args.total_steps, enabled=cfg.trainer.progress, label="env steps").start(step)
+    if cfg.trainer.device not in ("auto", "cpu"):
+        bar.console.print(f"note: DQN trains on the CPU; trainer.device={cfg.trainer.device} is not used",
+                          highlight=False)
+    if resume_state is not None:
+        bar.print(f"resumed at step {step}, episode {episode}")
+    try:
+        while step < args.total_steps:
+            # 1. act epsilon-greedily in every copy; store (n-step) transitions, bootstrapping unless *terminated*
+            epsilon = linear_schedule(args.initial_epsilon, args.final_epsilon,
+                                      args.exploration_fraction * args.total_steps, step)
+            actions = agent.act(obs, epsilon, rng)
+            next_obs, rewards, terminated, truncated, _ = envs.step(actions)
+            ended = False
+            for i in range(n_envs):
+                if resetting[i]:  # this copy was just reset: next_obs[i] is a first observation, no transition
+                    continue
+                if step >= args.total_steps:
+                    break
+                for transition in nsteps[i].push(obs[i], int(actions[i]), float(rewards[i]), next_obs[i],
+                                                 bool(terminated[i]), bool(truncated[i])):
+                    buffer.add(*transition)
+                step += 1
+                returns[i], lengths[i] = returns[i] + float(rewards[i]), lengths[i] + 1
 
-            # 2. every train_freq steps: gradient_steps updates on minibatches (lr decays linearly)
-            if step > args.learning_starts and step % args.train_freq == 0:
-                lr = base_lr * linear_schedule(1.0, args.final_lr_fraction, args.total_steps, step)
-                for group in agent.optimizer.param_groups:
-                    group["lr"] = lr
-                beta = linear_schedule(args.priority_beta, 1.0, args.total_steps, step)
-                for _ in range(args.gradient_steps):
-                    batch = buffer.sample(args.batch_size, rng, beta)
-                    loss, q_mean, td_errors = agent.update(batch)
-                    buffer.update_priorities(batch["indices"], td_errors)
-                    updates += 1
-            # 3. the target network follows every target_update steps
-            if step % args.target_update == 0:
-                agent.update_target()
-            if step % args.log_every == 0:
-                write({"kind": "train", "step": step, "loss": loss, "q_mean": q_mean, "epsilon": epsilon,
-                       "updates": updates, "lr": agent.optimizer.param_groups[0]["lr"]})
-            if terminated[i] or truncated[i]:
-                episode, ended = episode + 1, True
-                write({"kind": "episode", "step": step, "episode": episode, "return": float(returns[i]),
-                       "length": int(lengths[i]), "epsilon": epsilon})
-                returns[i], lengths[i] = 0.0, 0
+                # 2. every train_freq steps: gradient_steps updates on minibatches (lr decays linearly)
+                if step > args.learning_starts and step % args.train_freq == 0:
+                    lr = base_lr * linear_schedule(1.0, args.final_lr_fraction, args.total_steps, step)
+                    for group in agent.optimizer.param_groups:
+                        group["lr"] = lr
+                    beta = linear_schedule(args.priority_beta, 1.0, args.total_steps, step)
+                    for _ in range(args.gradient_steps):
+                        batch = buffer.sample(args.batch_size, rng, beta)
+                        loss, q_mean, td_errors = agent.update(batch)
+                        buffer.update_priorities(batch["indices"], td_errors)
+                        updates += 1
+                # 3. the target network follows every target_update steps
+                if step % args.target_update == 0:
+                    agent.update_target()
+                if step % args.log_every == 0:
+                    log.write({"kind": "train", "step": step, "loss": loss, "q_mean": q_mean, "epsilon": epsilon,
+                               "updates": updates, "lr": agent.optimizer.param_groups[0]["lr"]})
+                if terminated[i] or truncated[i]:
+                    episode, ended = episode + 1, True
+                    log.write({"kind": "episode", "step": step, "episode": episode, "return": float(returns[i]),
+                               "length": int(lengths[i]), "epsilon": epsilon})
+                    returns[i], lengths[i] = 0.0, 0
 
-            # 4. periodic greedy evaluation (its time is not training time)
-            if args.eval_every and step % args.eval_every == 0:
-                train_seconds += time.perf_counter() - tick
-                mean, std = evaluate(agent, args.env_id, args.eval_episodes, eval_seed, args.max_episode_steps)
-                if first_reach is None and args.target_return is not None and mean >= args.target_return:
-                    first_reach = {"env_steps": step, "train_seconds": round(train_seconds, 3)}
-                if best is None or mean >= best["mean_return"]:  # ties: the later, longer-trained weights
-                    best = {"mean_return": mean, "step": step,
-                            "q_network": copy.deepcopy(agent.q_network.state_dict())}
-                write({"kind": "eval", "step": step, "mean_return": mean, "std_return": std,
-                       "train_seconds": train_seconds})
-                if cfg.trainer.progress:
-                    print(f"step {step:>7d}  eval mean {mean:8.2f} +- {std:6.2f}  epsilon {epsilon:.3f}  "
-                          f"loss {loss:.4f}  ({train_seconds:.1f}s training)", file=sys.stderr)
-                tick = time.perf_counter()
-        obs, resetting = next_obs, terminated | truncated
-        if n_envs == 1 and resetting[0]:  # one copy: reset here, so a checkpoint resumes exactly
-            if ended and step - last_ckpt >= args.checkpoint_every:
+                # 4. periodic greedy evaluation (its time is not training time)
+                if args.eval_every and step % args.eval_every == 0:
+                    train_seconds += time.perf_counter() - tick
+                    mean, std = greedy_returns(agent, args.env_id, args.eval_episodes, eval_seed,
+                                               args.max_episode_steps)
+                    if first_reach is None and args.target_return is not None and mean >= args.target_return:
+                        first_reach = {"env_steps": step, "train_seconds": round(train_seconds, 3)}
+                    if best is None or mean >= best["mean_return"]:  # ties: the later, longer-trained weights
+                        best = {"mean_return": mean, "step": step,
+                                "q_network": copy.deepcopy(agent.q_network.state_dict())}
+                    log.write({"kind": "eval", "step": step, "mean_return": mean, "std_return": std,
+                               "train_seconds": train_seconds})
+                    bar.print(f"step {step:>7d}  eval mean {mean:8.2f} +- {std:6.2f}  epsilon {epsilon:.3f}  "
+                              f"loss {loss:.4f}  ({train_seconds:.1f}s training)")
+                    tick = time.perf_counter()
+            if bar.active:
+                bar.update(step, f"episode {episode}  epsilon {epsilon:.3f}  loss {loss:.4f}")
+            obs, resetting = next_obs, terminated | truncated
+            if n_envs == 1 and resetting[0]:  # one copy: reset here, so a checkpoint resumes exactly
+                if ended and step - last_ckpt >= args.checkpoint_every:
+                    train_seconds += time.perf_counter() - tick
+                    checkpoint()
+                    last_ckpt, tick = step, time.perf_counter()
+                obs, _ = envs.reset()
+                resetting[:] = False
+            elif n_envs > 1 and step - last_ckpt >= args.checkpoint_every:  # resume restarts open episodes
                 train_seconds += time.perf_counter() - tick
                 checkpoint()
                 last_ckpt, tick = step, time.perf_counter()
-            obs, _ = envs.reset()
-            resetting[:] = False
-        elif n_envs > 1 and step - last_ckpt >= args.checkpoint_every:  # resume restarts open episodes
-            train_seconds += time.perf_counter() - tick
-            checkpoint()
-            last_ckpt, tick = step, time.perf_counter()
-    train_seconds += time.perf_counter() - tick
-    checkpoint()  # a later resume (with a larger total_steps) starts a new episode
-    envs.close()
+        bar.stop()
+        train_seconds += time.perf_counter() - tick
+        checkpoint()  # a later resume (with a larger total_steps) starts a new episode
+        envs.close()
 
-    # The weights to return: the last ones or, with trainer.restore_best, the best periodically evaluated ones
-    # if they beat the last weights on the same selection episodes. The final evaluation then plays other,
-    # held-out episodes (seeds seed + 20000, ...), so selecting does not inflate it.
-    final_seed, restored, last = cfg.seed + 20_000, False, None
-    if cfg.trainer.restore_best and best is not None:
-        last_selection = evaluate(agent, args.env_id, args.eval_episodes, eval_seed, args.max_episode_steps)[0]
-        if best["mean_return"] > last_selection:
-            last = evaluate(agent, args.env_id, args.final_eval_episodes, final_seed, args.max_episode_steps)
-            agent.q_network.load_state_dict(best["q_network"])
-            restored = True
-    mean, std = evaluate(agent, args.env_id, args.final_eval_episodes, final_seed, args.max_episode_steps)
-    last = last or (mean, std)
-    write({"kind": "eval", "step": step, "mean_return": mean, "std_return": std, "final": True})
-    log.close()
-    meta = {
-        "format": "deepfoundry-model-v1",
-        "model": {"name": cfg.model.name, "kwargs": cfg.model.builder_kwargs(), "context": context},
-        "task": {"name": "dqn", "kwargs": cfg.task.builder_kwargs()},
-        "info": {"task_type": "rl", "env_id": args.env_id, "max_episode_steps": args.max_episode_steps,
-                 "obs_shape": list(obs_shape), "num_actions": num_actions},
-        "deepfoundry_version": __version__, "torch_version": torch.__version__,
-    }
-    save_weights(run_dir / "model.safetensors", agent.q_network, {"format": "deepfoundry-model-v1"})
-    _write_json(run_dir / "model.json", meta)
-    _write_json(run_dir / "results.json", {
+        # The weights to return: the last ones or, with trainer.restore_best, the best periodically evaluated
+        # ones if they beat the last weights on the same selection episodes. The final evaluation then plays
+        # other, held-out episodes (seeds seed + 20000, ...), so selecting does not inflate it.
+        final_seed, restored, last = cfg.seed + 20_000, False, None
+        if cfg.trainer.restore_best and best is not None:
+            last_selection = greedy_returns(agent, args.env_id, args.eval_episodes, eval_seed,
+                                            args.max_episode_steps)[0]
+            if best["mean_return"] > last_selection:
+                last = greedy_returns(agent, args.env_id, args.final_eval_episodes, final_seed,
+                                      args.max_episode_steps)
+                agent.q_network.load_state_dict(best["q_network"])
+                restored = True
+        mean, std = greedy_returns(agent, args.env_id, args.final_eval_episodes, final_seed,
+                                   args.max_episode_steps)
+        last = last or (mean, std)
+        log.write({"kind": "eval", "step": step, "mean_return": mean, "std_return": std, "final": True})
+    finally:
+        bar.stop()
+        log.close()
+    run.save_model(agent.q_network, name=cfg.model.name, kwargs=cfg.model.builder_kwargs(), context=context,
+                   task="dqn", task_kwargs=cfg.task.builder_kwargs(),
+                   info={"task_type": "rl", "env_id": args.env_id, "max_episode_steps": args.max_episode_steps,
+                         "obs_shape": list(obs_shape), "num_actions": num_actions})
+    run.save_results({
         "eval": {"mean_return": mean, "std_return": std, "episodes": args.final_eval_episodes},
         "last_weights_eval": {"mean_return": last[0], "std_return": last[1]},
         "restored_best_step": best["step"] if restored else None,
         "seconds": time.perf_counter() - started, "train_seconds": train_seconds, "env_steps": step,
-        "episodes": episode, "updates": updates, "first_reach": first_reach, "device": "cpu"})
-    return Run(run_dir)
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8"))
+        "episodes": episode, "updates": updates, "first_reach": first_reach, "device": str(device)})
+    return run.path
 
 
 @torch.no_grad()
