@@ -20,8 +20,10 @@ FORBIDDEN: dict[str, set[str]] = {
     "models": {"engine", "data", "tasks", "api", "cli", "report", "transfer", "rl", "generative"},
     "data": {"engine", "tasks", "models", "api", "cli", "generative", "report", "rl", "transfer"},
     "engine": {"data", "tasks", "models", "rl", "api", "cli", "report", "transfer", "generative"},
-    "tasks": {"api", "cli", "report", "rl", "data"},
+    "tasks": {"api", "cli", "report", "rl", "transfer"},
+    "rl": {"api", "cli", "report", "data", "transfer", "generative"},
     "report": {"api", "cli"},
+    "transfer": {"api", "cli", "report", "tasks", "data", "rl"},
 }
 ONLY_IMPORTED_BY = {"cli": {"__main__"}}  # nothing but __main__ imports cli
 
