@@ -26,6 +26,7 @@ import numpy as np
 
 from .config import DataConfig, RunConfig, apply_overrides, dump_config, load_config, validate
 from .errors import DeepfoundryError
+from .registry import TASKS
 
 SUMMARY_FILE = "cv_summary.json"
 
@@ -81,22 +82,23 @@ def cross_validate(recipe: str | Path | RunConfig, folds: int = 5,
         cfg = validate(apply_overrides(recipe.model_dump(mode="json"), overrides)) if overrides else recipe
     else:
         cfg = load_config(recipe, overrides)
-    if cfg.task.name == "dqn":
-        raise DeepfoundryError("cross-validation needs a supervised recipe; reinforcement-learning runs have no folds")
+    if getattr(TASKS.get(cfg.task.name), "own_loop", None) is not None:  # e.g. DQN: no data set to fold
+        raise DeepfoundryError(f"cross-validation needs a supervised recipe; task {cfg.task.name!r} trains in its "
+                               "own loop on no data set, so it has no folds")
     if cfg.data.name == "cv-fold":
         raise DeepfoundryError("this config is already one cross-validation fold; pass the original recipe")
     out_dir = Path(out) if out is not None else Path("runs") / f"{cfg.name}-cv-{datetime.now():%Y%m%d-%H%M%S}"
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
     started = time.perf_counter()
-    runs, per_fold, task_type = [], [], None
+    runs, per_fold, stratified = [], [], False
     for fold in range(1, folds + 1):
         run = train(fold_config(cfg, folds, fold), out=out_dir / f"fold-{fold}", callbacks=callbacks)
-        task_type = run.info.get("task_type")
+        stratified = bool(run.info.get("cv", {}).get("stratified"))
         runs.append(str(run.path))
         per_fold.append(run.results.get("test", {}))
     summary = {
-        "recipe": cfg.name, "folds": folds, "stratified": task_type == "classification", "seed": cfg.seed,
+        "recipe": cfg.name, "folds": folds, "stratified": stratified, "seed": cfg.seed,
         "metrics": summarize(per_fold), "runs": runs, "seconds": time.perf_counter() - started,
         "per_fold_seconds": [json.loads((Path(r) / "results.json").read_text())["seconds"] for r in runs],
     }

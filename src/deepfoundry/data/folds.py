@@ -21,9 +21,8 @@ import torch
 
 from ..errors import DeepfoundryError
 from ..registry import DATASETS
-from ..splits import kfold_indices
+from ..splits import holdout_split, kfold_indices
 from .core import Splits
-from .images import holdout_split
 
 
 @DATASETS.register("cv-fold")
@@ -47,10 +46,10 @@ def cv_fold(*, base: str, folds: int, fold: int, base_kwargs: dict[str, Any] | N
     classification = info.get("task_type") == "classification"
     labels = y.numpy() if classification else None
     train_rows, held = kfold_indices(len(y), folds, labels=labels, seed=seed)[fold - 1]
-    train, val = holdout_split(train_rows, labels, val_fraction, seed)
+    train, val = holdout_split(train_rows, val_fraction, seed, labels, strict=False)
     if (info.get("preprocess") or {}).get("kind") == "standardize":
         info.pop("preprocess")  # refitted by build_data on this fold's training rows
-    info["cv"] = {"base": base, "fold": fold, "folds": folds}
+    info["cv"] = {"base": base, "fold": fold, "folds": folds, "stratified": classification}
     kind = "stratified " if classification else ""
     info["split_note"] = (f"cross-validation fold {fold} of {folds} ({kind}k-fold, seed {seed}) over the "
                           f"{len(y):,} train+val rows of {base!r}: {len(train):,} train / {len(val):,} val / "
