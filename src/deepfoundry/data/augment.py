@@ -48,7 +48,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -587,11 +587,13 @@ def attach_augment(bundle: Any, spec: Any, seed: int = 0) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- preview
-def preview(cfg: Any, out: str | Any, n: int = 16, seed: int = 0) -> dict[str, Any]:
+def preview(cfg: Any, out: str | Any, n: int = 16, seed: int = 0, *,
+            save_grid: Callable[..., Any]) -> dict[str, Any]:
     """Augment the first ``n`` training samples of a run config (``cfg``: a RunConfig) as training would.
 
-    Images: writes ``out`` as a PNG grid, the originals in the top rows and their augmented versions
-    below (pixels in [0, 1]). Text: returns ``(original, augmented)`` pairs and writes no image.
+    Images: writes ``out`` with ``save_grid(images (N, C, H, W) in [0, 1], path, nrow=...) -> path``
+    (:func:`deepfoundry.report.save_grid`) as a PNG grid, the originals in the top rows and their
+    augmented versions below. Text: returns ``(original, augmented)`` pairs and writes no image.
     """
     from pathlib import Path
 
@@ -612,8 +614,6 @@ def preview(cfg: Any, out: str | Any, n: int = 16, seed: int = 0) -> dict[str, A
     xa, _ = augment((x, y), epoch=seed, index=0)
     mean, std = augment._norm_stats(x) or (torch.zeros(1), torch.ones(1))
     images = torch.cat([x * std + mean, xa * std + mean])  # back to pixels in [0, 1]
-    from ..generative import save_grid
-
     ncol = min(len(x), 8)
     rows_per_half = -(-len(x) // ncol)
     if len(x) % ncol:  # pad each half to full rows so the augmented block starts on a new row

@@ -66,6 +66,7 @@ class AdversarialTask(Task):
         return [{"real_probability": float(p)} for p in outputs.double().cpu().numpy().ravel()]
 
     manual_optimization = True
+    report_sections = ("curves", "gan")
 
     def __init__(self, model: nn.Module, info: dict[str, Any], loss: str = "non_saturating",
                  label_smoothing: float = 0.0, lr_g: float | None = None, lr_d: float | None = None,
@@ -201,11 +202,6 @@ class AdversarialTask(Task):
             raise DeepfoundryError("predict on a conditional GAN needs labels; use "
                                    "run.model.discriminator.probability(x, y)")
         return self.model.discriminator.probability(self._real(x))[:, None]
-
-    def report_sections(self, run: Any, plots: Any, data_root: str | None) -> list[tuple[str, str]]:
-        from ..generative import gan_report_sections
-
-        return gan_report_sections(self, run, plots, data_root)
 
 
 @TASKS.register("adversarial")

@@ -32,6 +32,7 @@ from ..errors import DeepfoundryError
 
 class Task(nn.Module):
     manual_optimization: bool = False
+    report_sections: tuple[str, ...] = ("curves",)  # report sections of the family, in order (deepfoundry.report.SECTIONS)
 
     def __init__(self, model: nn.Module, info: dict[str, Any]) -> None:
         super().__init__()

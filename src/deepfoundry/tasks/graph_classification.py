@@ -8,8 +8,7 @@ graph, ``Z = f(X, A, batch)`` of shape (B, C); the loss is the cross-entropy ove
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -20,12 +19,11 @@ from ..registry import TASKS
 from .base import ClassifierOutputs, Task
 from .node_classification import NodeClassificationTask
 
-if TYPE_CHECKING:
-    from ..api import Run
-
 
 class GraphClassificationTask(ClassifierOutputs, Task):
     """Cross-entropy on pooled graph logits; accuracy, macro precision/recall/F1, confusion matrix."""
+
+    report_sections = ("curves", "confusion", "graph_embeddings")
 
     def __init__(self, model: nn.Module, info: dict[str, Any], label_smoothing: float = 0.0) -> None:
         super().__init__(model, info)
@@ -61,31 +59,6 @@ class GraphClassificationTask(ClassifierOutputs, Task):
     def predict(self, batch: dict[str, Any]) -> torch.Tensor:
         """Class probabilities ``softmax(Z)`` (B, C) of the graphs of ``batch``."""
         return torch.softmax(self.logits(batch).float(), dim=1)
-
-    @torch.no_grad()
-    def report_sections(self, run: "Run", plots: Path, data_root: str | None) -> list[tuple[str, str]]:
-        """A 2-D projection of the test graphs' pooled embeddings, coloured by class."""
-        from .graph_report import projection_figure
-        from ..report import embed_figure
-
-        data = run.data(data_root)
-        loader = next((s for s in (data.test, data.val, data.train) if s.num_samples), None)
-        if loader is None:
-            return []
-        self.eval()
-        feats, labels, preds = [], [], []
-        for batch in loader:
-            r = self.model.features(batch["x"], batch["edge_index"], batch["batch"], int(batch["num_graphs"]))
-            feats.append(r)
-            labels.append(batch["y"])
-            preds.append(self.model.head(r).argmax(dim=1))
-        fig, method = projection_figure(torch.cat(feats).numpy(), torch.cat(labels).numpy(), torch.cat(preds).numpy(),
-                                        self.info.get("class_names"), "graph")
-        text = (f"<p>Each point is one of the {len(torch.cat(labels))} graphs of the split, placed by a {method} "
-                "projection of its pooled readout (the input of the classifier head); left coloured by the true "
-                "class, right by the predicted one. Separate clusters mean the message passing found the "
-                "structure that tells the classes apart.</p>")
-        return [("Graph embeddings", text + embed_figure(fig, plots, "graph_embeddings"))]
 
 
 @TASKS.register("graph_classification")

@@ -16,7 +16,6 @@ KV cache (``new_cache()``, the Transformer LM) keep each layer's keys/values ins
 """
 from __future__ import annotations
 
-import html
 import math
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,8 @@ from .base import Task
 
 class LanguageModelTask(Task):
     """Next-token cross-entropy for a model ``f(x, state) -> (logits (B, T, V), state)``."""
+
+    report_sections = ("curves", "text_samples")
 
     family = "language-model"
     use_instead = ": use Run.generate(prompt) or 'deepfoundry generate RUN'"
@@ -171,16 +172,6 @@ class LanguageModelTask(Task):
         header = f"# prompt {s['prompt']!r}, {s['tokens']} tokens, temperature {s['temperature']}, top-k {s['top_k']}\n"
         body = "\n\n----------\n\n".join(self.samples())
         (Path(run_dir) / "samples.txt").write_text(header + body + "\n", encoding="utf-8")
-
-    def report_sections(self, run: Any, plots: Path, data_root: str | None) -> list[tuple[str, str]]:
-        path = Path(run.path) / "samples.txt"
-        text = path.read_text(encoding="utf-8") if path.exists() else "\n\n".join(self.samples())
-        metrics = run.results.get("val", {})
-        rows = [[k, v] for k, v in metrics.items() if k in ("loss", "perplexity", "bpc")]
-        from ..report import html_table
-
-        table = html_table(["validation", "value"], rows) if rows else ""
-        return [("Samples", f"{table}<pre style='white-space: pre-wrap'>{html.escape(text)}</pre>")]
 
 
 @TASKS.register("language_model")

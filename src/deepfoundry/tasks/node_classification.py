@@ -10,8 +10,7 @@ A batch is the dict :class:`~deepfoundry.data.graphs.GraphLoader` yields
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,11 +20,6 @@ from torch import nn
 from ..errors import DeepfoundryError
 from ..registry import TASKS
 from .base import ClassifierOutputs, Task
-
-if TYPE_CHECKING:
-    from ..api import Run
-
-DRAW_LIMIT = 200  # graphs up to this many nodes are drawn in the report
 
 
 def confusion_metrics(confusion: np.ndarray) -> dict[str, Any]:
@@ -56,6 +50,8 @@ def confusion_metrics(confusion: np.ndarray) -> dict[str, Any]:
 
 class NodeClassificationTask(ClassifierOutputs, Task):
     """Cross-entropy on the masked nodes of a graph; accuracy, macro precision/recall/F1, confusion matrix."""
+
+    report_sections = ("curves", "confusion", "node_embeddings")
 
     def __init__(self, model: nn.Module, info: dict[str, Any], label_smoothing: float = 0.0) -> None:
         super().__init__(model, info)
@@ -100,45 +96,6 @@ class NodeClassificationTask(ClassifierOutputs, Task):
     def predict(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Class probabilities ``softmax(Z)`` (N, C) of every node of the graph ``batch``."""
         return torch.softmax(self.logits(batch).float(), dim=1)
-
-    @torch.no_grad()
-    def report_sections(self, run: "Run", plots: Path, data_root: str | None) -> list[tuple[str, str]]:
-        """A 2-D projection of the test nodes' learned embeddings (``model.embed``, the input of the
-        output layer) coloured by class; graphs of up to ``DRAW_LIMIT`` nodes drawn with their
-        predicted classes (the karate club's communities)."""
-        from ..report import embed_figure
-        from .graph_report import graph_figure, projection_figure
-
-        data = run.data(data_root)
-        loader = next((s for s in (data.test, data.val, data.train) if s.num_samples), None)
-        if loader is None:
-            return []
-        self.eval()
-        feats, labels, preds = [], [], []
-        for batch in loader:  # one batch (full graph) or sampled neighbourhoods of the split's nodes
-            mask = batch["mask"]
-            feats.append(self.model.embed(batch["x"], batch["edge_index"], batch.get("adjacency"))[mask])
-            preds.append(self.logits(batch)[mask].argmax(dim=1))
-            labels.append(batch["y"][mask])
-        names = self.info.get("class_names")
-        fig, method = projection_figure(torch.cat(feats).numpy(), torch.cat(labels).numpy(),
-                                        torch.cat(preds).numpy(), names, "node")
-        sections = [("Node embeddings", f"<p>Each point is one of the {len(torch.cat(labels))} nodes of the split, "
-                     f"placed by a {method} projection of its learned embedding (the last hidden layer); left "
-                     "coloured by the true class, right by the predicted one.</p>"
-                     + embed_figure(fig, plots, "node_embeddings"))]
-        g = data.train.graph
-        if g.num_nodes <= DRAW_LIMIT:
-            from ..data.graphs import GraphLoader
-
-            full = GraphLoader(g, g.train_mask).batch()
-            pred = self.logits(full).argmax(dim=1).numpy()
-            fig = graph_figure(g.edge_index.numpy(), g.num_nodes, pred, g.y.numpy(), g.train_mask.numpy(), names)
-            acc = float((pred[~g.train_mask.numpy()] == g.y.numpy()[~g.train_mask.numpy()]).mean())
-            sections.append(("Predicted classes on the graph", f"<p>{g.num_nodes} nodes drawn with a spring layout; "
-                             f"accuracy on the {int((~g.train_mask).sum())} unlabelled nodes: {acc:.3f}.</p>"
-                             + embed_figure(fig, plots, "graph_predictions")))
-        return sections
 
 
 @TASKS.register("node_classification")

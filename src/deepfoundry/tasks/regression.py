@@ -21,6 +21,8 @@ from .losses import make_loss
 class RegressionTask(ValueOutputs, Task):
     """Trains ``model`` to predict real values; reports MSE, RMSE, MAE and R2 in the original units."""
 
+    report_sections = ("curves", "regression")
+
     def __init__(self, model: nn.Module, info: dict[str, Any], loss: str = "mse", huber_delta: float = 1.0) -> None:
         super().__init__(model, info)
         self.loss_fn = make_loss(loss, huber_delta=huber_delta)

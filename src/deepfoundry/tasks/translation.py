@@ -22,9 +22,7 @@ The length limit is ``min(max_tgt_len, 1.5 x source length + 10)`` target tokens
 """
 from __future__ import annotations
 
-import html
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -154,6 +152,8 @@ class TranslationTask(Task):
     Its input/output contract: raw source sentences in, ``{"translation": text}`` rows out (greedy;
     ``Run.translate`` for beam search)."""
 
+    report_sections = ("curves", "translation")
+
     def decode_outputs(self, outputs: list[str]) -> list[dict[str, Any]]:
         return [{"translation": text} for text in outputs]
 
@@ -258,47 +258,6 @@ class TranslationTask(Task):
         if backend is not None:  # byte-level BPE: show the token with its space marker
             return backend.id_to_token(i).replace("\u0120", "\u2581")
         return self.tokenizer.decode([i])
-
-    # ------------------------------------------------------------------ report
-    def report_sections(self, run: Any, plots: Path, data_root: str | None) -> list[tuple[str, str]]:
-        """Attention heatmaps for a few test sentences, and BLEU by source-length bucket on the test split."""
-        from ..report import embed_figure, html_table
-        import matplotlib.pyplot as plt
-
-        sections = []
-        examples = [s for s, _ in self.info.get("examples", [])][:self.heatmaps]
-        if getattr(self.model, "uses_attention", False) and examples:
-            parts = []
-            for n, text in enumerate(examples):
-                src_tok, out_tok, weights = self.attention_map(text)
-                if weights is None:
-                    continue
-                fig, ax = plt.subplots(figsize=(max(4, 0.35 * len(src_tok) + 2), max(3, 0.3 * len(out_tok) + 1.5)))
-                ax.imshow(weights.numpy(), cmap="viridis", aspect="auto", vmin=0.0)
-                ax.set_xticks(range(len(src_tok)), src_tok, rotation=90, fontsize=7)
-                ax.set_yticks(range(len(out_tok)), out_tok, fontsize=7)
-                ax.set_xlabel("source")
-                ax.set_ylabel("output")
-                fig.tight_layout()
-                parts.append(f"<p>{html.escape(text)}</p>" + embed_figure(fig, plots, f"attention_{n}"))
-            sections.append(("Attention (source x output)", "".join(parts)))
-        try:
-            test = run.data(data_root).test
-        except DeepfoundryError as exc:
-            sections.append(("BLEU by source length", f"<p class='no-data'>test data unavailable: "
-                                                        f"{html.escape(str(exc))}</p>"))
-            return sections
-        rows = bleu_by_length(self, test.sources, test.references, self.bleu_tokenize)
-        fig, ax = plt.subplots(figsize=(6, 3.2))
-        ax.bar([r["bucket"] for r in rows], [r["bleu"] for r in rows], color="#4c72b0")
-        ax.set_xlabel("source length (tokens with <eos>)")
-        ax.set_ylabel("BLEU (greedy)")
-        fig.tight_layout()
-        table = html_table(["source tokens", "sentences", "BLEU"], [[r["bucket"], r["n"], r["bleu"]] for r in rows])
-        note = ("<p>Without attention every source sentence is squeezed into one fixed vector: BLEU falls "
-                "faster with length than with attention.</p>")
-        sections.append(("BLEU by source length", note + table + embed_figure(fig, plots, "bleu_by_length")))
-        return sections
 
 
 def bleu_by_length(task: TranslationTask, sources: list[str], references: list[str], tokenize: str = "13a",

@@ -32,6 +32,8 @@ from .base import Task
 class VariationalTask(Task):
     """Trains a :class:`~deepfoundry.models.vae.VAE`; ``predict(x)`` returns the posterior means ``mu``."""
 
+    report_sections = ("curves", "vae")
+
     family = "VAE"
 
     def decode_outputs(self, outputs: torch.Tensor) -> list[dict[str, Any]]:
@@ -120,11 +122,6 @@ class VariationalTask(Task):
         if self.model.conditional:
             raise DeepfoundryError("predict on a conditional VAE needs labels; use run.model.encode(x, y)")
         return self.model.encode(self._pixels(x))[0]
-
-    def report_sections(self, run: Any, plots: Any, data_root: str | None) -> list[tuple[str, str]]:
-        from ..generative import vae_report_sections
-
-        return vae_report_sections(self, run, plots, data_root)
 
 
 @TASKS.register("variational")

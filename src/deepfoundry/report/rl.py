@@ -1,4 +1,4 @@
-"""Report sections of a reinforcement-learning run (``deepfoundry report RUN`` on a DQN run).
+"""Reinforcement-learning section (``"rl"``, declared by the DQN task).
 
 From ``metrics.jsonl``: the return of every training episode (and its moving average over 20
 episodes) with the periodic greedy evaluations (mean +- std), the mean Q-value estimate
@@ -6,42 +6,36 @@ episodes) with the periodic greedy evaluations (mean +- std), the mean Q-value e
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+import matplotlib.pyplot as plt
 import numpy as np
+
+from .html import NO_DATA, embed_figure, html_table
+from .sections import SECTIONS, records
 
 if TYPE_CHECKING:
     from ..api import Run
 
 
-def _records(run: "Run") -> dict[str, list[dict[str, Any]]]:
-    path = run.path / "metrics.jsonl"
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()] \
-        if path.exists() else []
-    out: dict[str, list[dict[str, Any]]] = {"episode": [], "eval": [], "train": []}
-    for r in rows:
-        out.setdefault(r.get("kind", ""), []).append(r)
-    return out
-
-
 def moving_average(x: np.ndarray, window: int) -> np.ndarray:
-    """``m_t = mean(x_{t-w+1..t})`` over the available values (a shorter window at the start)."""
+    """``m_t = mean(x_{t-w+1..t})`` over the available values (a shorter window at the start).
+
+    >>> moving_average(np.array([1., 3., 5.]), 2)
+    array([1., 2., 4.])
+    """
     c = np.cumsum(np.insert(np.asarray(x, dtype=float), 0, 0.0))
     idx = np.arange(1, len(x) + 1)
     lo = np.maximum(idx - window, 0)
     return (c[idx] - c[lo]) / (idx - lo)
 
 
-def report_sections(run: "Run", plots: Path) -> list[tuple[str, str]]:
-    """``[(title, html), ...]``: agent summary, episode returns, Q-value estimates and loss over steps."""
-    import matplotlib.pyplot as plt
-
-    from ..report import NO_DATA, embed_figure, html_table
-
-    rec, res = _records(run), run.results
+@SECTIONS.register("rl")
+def rl(run: "Run", plots: Path, data_root: str | None) -> list[tuple[str, str]]:
+    """Agent summary, episode returns (with greedy evaluations), Q-value estimates and TD loss over steps."""
+    res = run.results
     reach = res.get("first_reach") or {}
     ev = res.get("eval", {})
     facts = [["environment", run.info.get("env_id")], ["environment steps", res.get("env_steps")],
@@ -55,7 +49,7 @@ def report_sections(run: "Run", plots: Path) -> list[tuple[str, str]]:
               if reach else "not reached"]]
     sections = [("Agent", html_table([], facts, "facts"))]
 
-    episodes, evals = rec["episode"], [r for r in rec["eval"] if not r.get("final")]
+    episodes, evals = records(run, "episode"), [r for r in records(run, "eval") if not r.get("final")]
     if episodes or evals:
         fig, ax = plt.subplots(figsize=(7, 4), layout="constrained")
         if episodes:
@@ -71,7 +65,7 @@ def report_sections(run: "Run", plots: Path) -> list[tuple[str, str]]:
     else:
         sections.append(("Episode return", NO_DATA))
 
-    train = [r for r in rec["train"] if r.get("loss") is not None and not math.isnan(r["loss"])]
+    train = [r for r in records(run, "train") if r.get("loss") is not None and not math.isnan(r["loss"])]
     if train:
         fig, (ax_q, ax_l) = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
         x = [r["step"] for r in train]
