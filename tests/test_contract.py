@@ -118,7 +118,9 @@ def test_table_contract_and_refusals(runs) -> None:
 
 def test_cli_predict_is_the_contract(runs, tmp_path: Path, capsys) -> None:
     run = runs["text"]
-    main(["predict", str(run.path), "a truly great film", "--json"])
+    with pytest.raises(SystemExit) as exc:
+        main(["predict", str(run.path), "a truly great film", "--json"])
+    assert not exc.value.code
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["predictions"] == run.predict_files(["a truly great film"])
 
