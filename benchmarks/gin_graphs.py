@@ -22,7 +22,8 @@ import torch.nn.functional as F
 
 from _common import print_table, write_result
 import deepfoundry
-from deepfoundry.data.graph_sets import stratified_split, synthetic_graph_set
+from deepfoundry.data.graph_sets import synthetic_graph_set
+from deepfoundry.splits import stratified_split_of_all
 
 
 def plain_pyg(seed: int, epochs: int) -> dict:
@@ -32,7 +33,7 @@ def plain_pyg(seed: int, epochs: int) -> dict:
     from torch_geometric.nn import GINConv, global_add_pool
 
     graphs = synthetic_graph_set(seed=0)  # the recipe's graphs (data.graph_seed=0) and split (seed)
-    train, _, test = stratified_split(graphs.y.numpy(), 0.1, 0.2, seed)
+    train, _, test = stratified_split_of_all(graphs.y.numpy(), 0.1, 0.2, seed)
     data = [Data(x=graphs.graph(g)[0], edge_index=graphs.graph(g)[1], y=graphs.y[g:g + 1]) for g in range(len(graphs))]
     torch.manual_seed(seed)
 

@@ -20,6 +20,7 @@ from deepfoundry.data import build_data, images, tabular
 from deepfoundry.data.images import load_image_file, read_idx
 from deepfoundry.errors import DeepfoundryError
 from deepfoundry.registry import DATASETS
+from deepfoundry.splits import holdout_split
 
 CONTEXT = {"root": None, "download": False, "val_fraction": 0.1, "test_fraction": 0.2, "seed": 0}
 CIFAR_RECORD = 3073
@@ -198,7 +199,7 @@ def test_cifar10_binary_copy(shared_dataset):
     assert splits.test[1][0].item() == label
     assert torch.equal(splits.test[0][0], torch.from_numpy(pixels.astype(np.float32)) / 255.0)
     raw_labels = np.fromfile(folder / "data_batch_1.bin", np.uint8)[::CIFAR_RECORD].astype(np.int64)
-    train_idx, _ = images.holdout_split(np.arange(10000), raw_labels, 0.1, 0)  # train keeps file order
+    train_idx, _ = holdout_split(np.arange(10000), 0.1, 0, raw_labels, strict=False)  # train keeps file order
     for i in (0, 4321, 8999):
         label, pixels = cifar_record(folder / "data_batch_1.bin", int(train_idx[i]))
         assert splits.train[1][i].item() == label

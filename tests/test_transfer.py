@@ -11,7 +11,6 @@ from safetensors.torch import save_file
 import deepfoundry
 from deepfoundry.config import load_config
 from deepfoundry.data import build_data
-from deepfoundry.data.core import register_all
 from deepfoundry.engine.callbacks import Callback
 from deepfoundry.engine.trainer import Trainer
 from deepfoundry.errors import DeepfoundryError
@@ -191,7 +190,6 @@ def test_every_backbone_builds_small_one_channel_inputs(name):
 
 
 def test_class_subset_renumbers_and_samples_per_class():
-    register_all()
     splits = DATASETS.build("class-subset", {"of": "digits", "classes": ["7", 3], "per_class": 20,
                                              "val_per_class": 5}, context={"seed": 1})
     assert splits.info["class_names"] == ["7", "3"] and splits.info["num_classes"] == 2

@@ -106,20 +106,30 @@ class Registry:
                 raise DeepfoundryError(
                     f"unknown config key '{prefix}{k}' for {self.kind} {name!r}; accepted: {', '.join(accepted)}")
             call[k] = v
-        try:
-            return fn(**call)
+        try:  # only a call that does not fit the signature is the user's error; the builder's own TypeErrors propagate
+            inspect.signature(fn).bind(**call)
         except TypeError as exc:
-            raise DeepfoundryError(f"{self.kind} {name!r}: {exc}") from exc
+            missing = [p for p, param in params.items() if param.default is inspect.Parameter.empty
+                       and param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY) and p not in call]
+            if missing:
+                keys = ", ".join(f"'{prefix}{p}'" for p in missing)
+                plural = "s" if len(missing) > 1 else ""
+                raise DeepfoundryError(f"{self.kind} {name!r} needs config key{plural} {keys}; "
+                                       f"received: {', '.join(call) or 'none'}") from None
+            raise DeepfoundryError(f"{self.kind} {name!r}: {exc}") from None
+        return fn(**call)
 
 
-_MODELS = ("alexnet", "backbones", "forecaster", "gan", "gnn", "graph_level", "lenet", "mlp", "qnet", "rnn",
-           "seq2seq", "tabular", "text_encoder", "transformer", "vae", "vgg")
+_MODELS = ("models.alexnet", "models.forecaster", "models.gan", "models.gnn", "models.graph_level", "models.lenet",
+           "models.mlp", "models.qnet", "models.rnn", "models.seq2seq", "models.tabular", "models.text_encoder",
+           "models.transformer", "models.vae", "models.vgg",
+           "transfer")  # model 'transfer' reads weights files and runs, which models/ may not (it imports no engine)
 _DATASETS = ("class_subset", "folds", "graph_csv", "graph_sets", "graphs", "images", "tabular", "text",
              "timeseries", "translation")
 _TASKS = ("tasks.adversarial", "tasks.auto", "tasks.classification", "tasks.forecasting",
           "tasks.graph_classification", "tasks.language_model", "tasks.node_classification", "tasks.regression",
           "tasks.translation", "tasks.variational", "rl.task")
 
-MODELS = Registry("model", [f"deepfoundry.models.{m}" for m in _MODELS])
+MODELS = Registry("model", [f"deepfoundry.{m}" for m in _MODELS])
 DATASETS = Registry("dataset", [f"deepfoundry.data.{m}" for m in _DATASETS])
 TASKS = Registry("task", [f"deepfoundry.{m}" for m in _TASKS])

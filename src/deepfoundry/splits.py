@@ -1,6 +1,7 @@
-"""Train / validation / test split helpers and k-fold assignments (scikit-learn's splitters underneath).
+"""Every train / validation / test split of the project, and k-fold assignments (scikit-learn's
+splitters underneath). The data modules call these; none splits rows its own way.
 
-Four strategies, each returning sorted index arrays ``(train, val, test)`` (the loaders shuffle):
+Four strategies (``data.split``), each returning sorted index arrays ``(train, val, test)`` (the loaders shuffle):
 
 - ``random``: a seeded random ``test_fraction`` of the rows is test, then ``val_fraction`` of the rest val;
 - ``stratified``: the same, with every class keeping its share in each split (sklearn's ``stratify``);
@@ -10,6 +11,16 @@ Four strategies, each returning sorted index arrays ``(train, val, test)`` (the 
   ``test_fraction`` test, so the model never trains on the future of what it is tested on.
 
 Row counts: ``round(n * test_fraction)`` test rows, then ``round(rest * val_fraction)`` val rows.
+The same draw holds out one part of some rows (:func:`holdout_split`: a validation share of a fixed
+training set). ``stratified_split(..., strict=False)`` stratifies each hold-out where it can and draws
+it plainly at random where it cannot (the data sets' default, so tiny or odd label sets still split).
+
+Two older splits keep their own meaning, because runs and recipes depend on their exact rows:
+
+- :func:`stratified_split_of_all` (graph classification sets): both fractions are shares of *all*
+  rows, rounded up (scikit-learn's float ``test_size``), the validation part drawn from the unsorted rest;
+- :func:`permutation_split` (parallel text): one seeded numpy permutation cut into test, val, train,
+  both fractions shares of all rows, each part in permutation order.
 
 >>> import numpy as np
 >>> labels = np.array([0] * 80 + [1] * 20)
@@ -49,19 +60,41 @@ def check_strategy(strategy: str, allowed: Sequence[str] = STRATEGIES) -> str:
     return strategy
 
 
-def _holdout(indices: np.ndarray, fraction: float, seed: int, stratify: np.ndarray | None,
-             what: str) -> tuple[np.ndarray, np.ndarray]:
-    """(kept, held out) of ``indices``: ``round(len * fraction)`` held out at random (stratified if asked)."""
+def holdout_count(n: int, fraction: float, part: str = "val") -> int:
+    """How many of ``n`` rows a hold-out of ``fraction`` takes: ``round(n * fraction)`` (``part``: ``val`` or
+    ``test``, naming the config key ``data.<part>_fraction`` in the error for a fraction outside [0, 1))."""
+    return int(round(n * _check_fraction(f"{part}_fraction", fraction)))
+
+
+def holdout_split(indices: Sequence[int] | np.ndarray, fraction: float, seed: int,
+                  labels: Sequence[object] | np.ndarray | None = None, *, strict: bool = True,
+                  part: str = "val") -> tuple[np.ndarray, np.ndarray]:
+    """(kept, held out) of ``indices``, both sorted: ``round(len * fraction)`` held out at random, seeded.
+
+    With ``labels`` (the label of every row, indexed by ``indices``) the hold-out is stratified: each
+    class keeps its share in both parts. When that is impossible (a class with one row, or a part too
+    small for one row of each class) ``strict`` makes it an error naming the class, else the hold-out
+    is plain random. ``part`` (``val`` or ``test``) names the fraction's config key in errors.
+
+    >>> holdout_split(np.arange(10), 0.2, seed=0)
+    (array([0, 1, 3, 4, 5, 6, 7, 9]), array([2, 8]))
+    """
     from sklearn.model_selection import train_test_split
 
-    n_out = int(round(len(indices) * fraction))
+    indices = np.asarray(indices)
+    what = "validation" if part == "val" else part
+    n_out = holdout_count(len(indices), fraction, part)
     if n_out == 0:
         return np.sort(indices), indices[:0]
     if n_out >= len(indices):
         raise DeepfoundryError(f"a {what} hold-out of {fraction} of {len(indices)} rows leaves none to train on")
-    if stratify is not None:
-        classes, counts = np.unique(stratify, return_counts=True)
-        if counts.min() < 2 or not len(classes) <= n_out <= len(indices) - len(classes):
+    stratify = None
+    if labels is not None:
+        y = np.asarray(labels)[indices]
+        classes, counts = np.unique(y, return_counts=True)
+        if counts.min() >= 2 and len(classes) <= n_out <= len(indices) - len(classes):
+            stratify = y
+        elif strict:
             rare = classes[counts.argmin()].item()  # a Python value: no numpy repr in the message
             raise DeepfoundryError(
                 f"cannot stratify a {what} split of {n_out} of {len(indices)} rows over {len(classes)} classes "
@@ -71,20 +104,73 @@ def _holdout(indices: np.ndarray, fraction: float, seed: int, stratify: np.ndarr
     return np.sort(keep), np.sort(out)
 
 
-def random_split(n: int, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0) -> SplitIndices:
-    """Seeded random split of ``n`` rows."""
-    rest, test = _holdout(np.arange(n), _check_fraction("test_fraction", test_fraction), seed, None, "test")
-    train, val = _holdout(rest, _check_fraction("val_fraction", val_fraction), seed, None, "validation")
+def check_limit(limit: int | None) -> int | None:
+    """``limit`` (``data.limit``: keep only the first N rows) if it is ``None`` or a positive integer."""
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise DeepfoundryError(f"config key 'data.limit': expected a positive integer, received {limit!r}")
+    return limit
+
+
+def random_split(n: int, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0, *,
+                 limit: int | None = None) -> SplitIndices:
+    """Seeded random split of ``n`` rows. ``limit`` keeps only the first ``limit`` rows (in row order)
+    left after the test hold-out, before the validation hold-out: a smaller run with the same test rows."""
+    limit = check_limit(limit)
+    rest, test = holdout_split(np.arange(n), test_fraction, seed, part="test")
+    train, val = holdout_split(rest[:limit], val_fraction, seed, part="val")
     return SplitIndices(train, val, test)
 
 
-def stratified_split(labels: Sequence[int] | np.ndarray, val_fraction: float = 0.1, test_fraction: float = 0.2,
-                     seed: int = 0) -> SplitIndices:
-    """Seeded random split keeping each class's share of ``labels`` in train, val and test."""
+def stratified_split(labels: Sequence[object] | np.ndarray, val_fraction: float = 0.1, test_fraction: float = 0.2,
+                     seed: int = 0, *, strict: bool = True, limit: int | None = None) -> SplitIndices:
+    """Seeded random split keeping each class's share of ``labels`` in train, val and test.
+
+    ``strict=False``: a hold-out that cannot be stratified is drawn plainly at random instead of
+    being an error (see :func:`holdout_split`). ``limit`` as for :func:`random_split`."""
     y = np.asarray(labels)
-    rest, test = _holdout(np.arange(len(y)), _check_fraction("test_fraction", test_fraction), seed, y, "test")
-    train, val = _holdout(rest, _check_fraction("val_fraction", val_fraction), seed, y[rest], "validation")
+    limit = check_limit(limit)
+    rest, test = holdout_split(np.arange(len(y)), test_fraction, seed, y, strict=strict, part="test")
+    train, val = holdout_split(rest[:limit], val_fraction, seed, y, strict=strict, part="val")
     return SplitIndices(train, val, test)
+
+
+def stratified_split_of_all(labels: Sequence[object] | np.ndarray, val_fraction: float = 0.1,
+                            test_fraction: float = 0.2, seed: int = 0) -> SplitIndices:
+    """Seeded stratified split where both fractions are shares of **all** rows (graph classification sets).
+
+    ``ceil(n * test_fraction)`` rows are test (scikit-learn's float ``test_size``), then
+    ``ceil(rest * val_fraction / (1 - test_fraction))`` of the rest (about ``val_fraction`` of all rows)
+    val, drawn from the rest in the order the first draw left it. A class too small for the fractions
+    is a one-line error. Unlike :func:`stratified_split`, whose ``val_fraction`` is a share of the rows
+    left after the test hold-out, rounded to the nearest."""
+    from sklearn.model_selection import train_test_split
+
+    y = np.asarray(labels)
+    idx = np.arange(len(y))
+    try:
+        rest, test = train_test_split(idx, test_size=test_fraction, stratify=y, random_state=seed) \
+            if test_fraction > 0 else (idx, idx[:0])
+        if val_fraction <= 0:
+            return SplitIndices(np.sort(rest), idx[:0], np.sort(test))
+        train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), stratify=y[rest],
+                                      random_state=seed)
+    except ValueError as exc:  # a class too small for the fractions
+        raise DeepfoundryError(f"cannot split {len(y)} samples of {len(np.unique(y))} classes stratified by class "
+                               f"(val_fraction={val_fraction}, test_fraction={test_fraction}): {exc}") from None
+    return SplitIndices(np.sort(train), np.sort(val), np.sort(test))
+
+
+def permutation_split(n: int, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0) -> SplitIndices:
+    """One seeded permutation of ``n`` rows (``numpy.random.default_rng(seed)``) cut into test (the first
+    ``round(n * test_fraction)``), val (the next ``round(n * val_fraction)``: a share of all rows) and
+    train (the rest); each part stays in permutation order, not sorted (parallel text).
+
+    >>> permutation_split(10, 0.2, 0.2, seed=0).test
+    array([4, 6])
+    """
+    perm = np.random.default_rng(seed).permutation(n)
+    n_test, n_val = int(round(n * test_fraction)), int(round(n * val_fraction))
+    return SplitIndices(perm[n_test + n_val:], perm[n_test:n_test + n_val], perm[:n_test])
 
 
 def group_split(groups: Sequence[object] | np.ndarray, val_fraction: float = 0.1, test_fraction: float = 0.2,

@@ -38,8 +38,8 @@ import torch
 
 from ..errors import DeepfoundryError
 from ..registry import DATASETS
+from ..splits import stratified_split_of_all
 from .core import DataBundle
-from .graph_sets import stratified_split
 from .graphs import graph_bundle, make_graph
 
 SPLITS = ("train", "val", "test")
@@ -177,7 +177,7 @@ def graph_csv(*, edges: str, nodes: str, root: str | None = None, id_column: str
     else:
         where = np.flatnonzero(labelled)
         try:
-            parts = stratified_split(y[where], val_fraction, test_fraction, seed)
+            parts = stratified_split_of_all(y[where], val_fraction, test_fraction, seed)
         except DeepfoundryError as exc:
             raise DeepfoundryError(f"'{nodes_path}': labelled nodes: {exc}; give every class more labelled nodes "
                                    "or set data.split_column") from None

@@ -37,9 +37,11 @@ import numpy as np
 import torch
 
 from ..errors import DeepfoundryError
+from ..nn.graph import clean_edges
 from ..registry import DATASETS
+from ..splits import stratified_split_of_all
 from .core import DataBundle
-from .graphs import DEFAULT_DATA_HOME, clean_edges
+from .graphs import DEFAULT_DATA_HOME
 
 TU_URL = "https://www.chrsmrrs.com/graphkerneldatasets"
 SYNTHETIC_FAMILIES = ("cycle", "tree", "grid", "cliques")
@@ -151,25 +153,6 @@ class GraphSetLoader:
         return self.epoch_batches(self.epoch)
 
 
-def stratified_split(y: np.ndarray, val_fraction: float, test_fraction: float, seed: int
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Indices of a stratified train / val / test split (scikit-learn), reproducible from ``seed``."""
-    from sklearn.model_selection import train_test_split
-
-    idx = np.arange(len(y))
-    try:
-        rest, test = train_test_split(idx, test_size=test_fraction, stratify=y, random_state=seed) \
-            if test_fraction > 0 else (idx, idx[:0])
-        if val_fraction <= 0:
-            return np.sort(rest), idx[:0], np.sort(test)
-        train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), stratify=y[rest],
-                                      random_state=seed)
-    except ValueError as exc:  # a class too small for the fractions
-        raise DeepfoundryError(f"cannot split {len(y)} samples of {len(np.unique(y))} classes stratified by class "
-                               f"(val_fraction={val_fraction}, test_fraction={test_fraction}): {exc}") from None
-    return np.sort(train), np.sort(val), np.sort(test)
-
-
 def graph_set_bundle(graphs: GraphSet, class_names: list[str], split: tuple[np.ndarray, ...], batch_size: int,
                      eval_batch_size: int, seed: int, note: str) -> DataBundle:
     """Loaders over the ``(train, val, test)`` graph indices of ``split`` and the facts models need."""
@@ -262,7 +245,7 @@ def synthetic_graphs(*, num_graphs: int = 1200, min_nodes: int = 12, max_nodes: 
                      seed: int = 0, batch_size: int = 64, eval_batch_size: int = 1024) -> DataBundle:
     """Synthetic graph classification (offline): cycles vs trees vs grids vs chained cliques, class only in the structure."""
     graphs = synthetic_graph_set(num_graphs, min_nodes, max_nodes, feature_dim, noise, graph_seed)
-    split = stratified_split(graphs.y.numpy(), val_fraction, test_fraction, seed)
+    split = stratified_split_of_all(graphs.y.numpy(), val_fraction, test_fraction, seed)
     note = (f"{len(graphs):,} synthetic graphs ({', '.join(SYNTHETIC_FAMILIES)}; {min_nodes}-{max_nodes} nodes, "
             f"{noise:.0%} of edges rewired; features: a constant and noise): "
             f"{len(split[0])} train / {len(split[1])} val / {len(split[2])} test graphs, stratified")
@@ -354,7 +337,7 @@ def tu(*, dataset: str = "MUTAG", root: str | None = None, download: bool = Fals
         raise DeepfoundryError(f"dataset 'tu': no {dataset}_A.txt (TU format) in '{folder}' or its {dataset}/ "
                                "folder; point data.root at one, or set data.download=true to fetch it")
     graphs, classes = read_tu(found, dataset, use_node_attributes)
-    split = stratified_split(graphs.y.numpy(), val_fraction, test_fraction, seed)
+    split = stratified_split_of_all(graphs.y.numpy(), val_fraction, test_fraction, seed)
     note = (f"{dataset}: {len(graphs):,} graphs, {len(split[0])} train / {len(split[1])} val / "
             f"{len(split[2])} test, stratified (seed {seed})")
     return graph_set_bundle(graphs, classes, split, batch_size, eval_batch_size, seed, note)

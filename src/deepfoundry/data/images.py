@@ -23,11 +23,11 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 
 from ..errors import DeepfoundryError
 from ..registry import DATASETS
-from ..splits import check_strategy
+from ..splits import (SplitIndices, check_limit, check_strategy, holdout_count, holdout_split, random_split,
+                      stratified_split)
 from .core import Splits
 
 DIGIT_CLASSES = [str(i) for i in range(10)]
@@ -40,55 +40,12 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 DEFAULT_DATA_HOME = Path("~/.cache/deepfoundry/datasets")
 
 
-# ----------------------------------------------------------------------------- splitting helpers
-
-def holdout_count(n: int, fraction: float) -> int:
-    """How many of ``n`` items a hold-out of ``fraction`` takes (rounded to the nearest)."""
-    if not 0.0 <= fraction < 1.0:
-        raise DeepfoundryError(f"a split fraction must be in [0, 1), received {fraction}")
-    return int(round(n * fraction))
-
-
-def holdout_split(indices: np.ndarray, labels: np.ndarray | None, fraction: float,
-                  seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split ``indices`` into (kept, held out), holding out a seeded random ``fraction``.
-
-    Stratified by ``labels[indices]`` when labels are given and stratification is possible (every
-    class has 2+ members and both parts can hold one of each class); plain random otherwise.
-    Both parts come back sorted, so the original order is kept (the loader shuffles).
-    """
-    indices = np.asarray(indices)
-    n_out = holdout_count(len(indices), fraction)
-    if n_out == 0:
-        return np.sort(indices), indices[:0]
-    if n_out >= len(indices):
-        raise DeepfoundryError(f"a hold-out of {fraction} of {len(indices)} items leaves none to train on")
-    stratify = None
-    if labels is not None:
-        y = np.asarray(labels)[indices]
-        classes, counts = np.unique(y, return_counts=True)
-        if counts.min() >= 2 and len(classes) <= n_out <= len(indices) - len(classes):
-            stratify = y
-    keep, out = train_test_split(indices, test_size=n_out, stratify=stratify, random_state=seed, shuffle=True)
-    return np.sort(keep), np.sort(out)
-
-
-def three_way_split(labels: np.ndarray | None, n: int, val_fraction: float, test_fraction: float,
-                    seed: int, limit: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Indices of train / val / test: a ``test_fraction`` test split of all ``n`` items, then a
-    ``val_fraction`` validation split of the rest (both stratified by ``labels`` when given).
-    ``limit`` keeps only the first N of the rest before the validation split."""
-    rest, test = holdout_split(np.arange(n), labels, test_fraction, seed)
-    if limit is not None:
-        rest = rest[:_check_limit(limit)]
-    train, val = holdout_split(rest, labels, val_fraction, seed)
-    return train, val, test
-
-
-def _check_limit(limit: int) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise DeepfoundryError(f"config key 'data.limit': expected a positive integer, received {limit!r}")
-    return limit
+def _three_way(labels: np.ndarray, stratified: bool, val_fraction: float, test_fraction: float, seed: int,
+               limit: int | None = None) -> SplitIndices:
+    """``data.split``: stratified by ``labels`` (where possible) or plain random; see :mod:`deepfoundry.splits`."""
+    if stratified:
+        return stratified_split(labels, val_fraction, test_fraction, seed, strict=False, limit=limit)
+    return random_split(len(labels), val_fraction, test_fraction, seed, limit=limit)
 
 
 def _to_tensors(images: np.ndarray, labels: np.ndarray, idx: np.ndarray | slice) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,8 +96,7 @@ def digits(*, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int =
     bunch = load_digits()
     images = (bunch.images / 16.0).astype(np.float32)[:, None]  # (N, 1, 8, 8), pixels 0..16 -> [0, 1]
     labels = bunch.target.astype(np.int64)
-    train, val, test = three_way_split(labels if stratified else None, len(labels), val_fraction, test_fraction,
-                                       seed, limit)
+    train, val, test = _three_way(labels, stratified, val_fraction, test_fraction, seed, limit)
     pick = lambda idx: (torch.from_numpy(images[idx]), torch.from_numpy(labels[idx]))  # noqa: E731
     kind = "a stratified random" if stratified else "a random"
     note = (f"{_counts_note(len(train), len(val), len(test))}: {kind} split (seed {seed}) of "
@@ -254,7 +210,7 @@ def _mnist_like(name: str, title: str, raw_sub: str, class_names: list[str], roo
     if train_paths is not None:  # the standard split: 60,000 train (val = the last share), 10,000 test
         images, labels = _read_mnist_pair(*train_paths)
         x_test, y_test = _read_mnist_pair(*test_paths)
-        pool = len(images) if limit is None else min(len(images), _check_limit(limit))
+        pool = len(images) if limit is None else min(len(images), check_limit(limit))
         n_val = holdout_count(pool, val_fraction)
         train = _to_tensors(images, labels, slice(0, pool - n_val))
         val = _to_tensors(images, labels, slice(pool - n_val, pool))
@@ -264,7 +220,7 @@ def _mnist_like(name: str, title: str, raw_sub: str, class_names: list[str], roo
     else:  # only the t10k files: the small offline protocol (first 8,000 train/val, last 2,000 test)
         images, labels = _read_mnist_pair(*test_paths)
         n_pool = len(images) * 4 // 5
-        pool = n_pool if limit is None else min(n_pool, _check_limit(limit))
+        pool = n_pool if limit is None else min(n_pool, check_limit(limit))
         n_val = holdout_count(pool, val_fraction)
         train = _to_tensors(images, labels, slice(0, pool - n_val))
         val = _to_tensors(images, labels, slice(pool - n_val, pool))
@@ -357,8 +313,8 @@ def cifar10(*, root: str | None = None, download: bool = False, val_fraction: fl
         if len(class_names) != 10:
             raise DeepfoundryError(f"'{meta_path}' lists {len(class_names)} class names; expected 10")
 
-    pool = np.arange(len(labels) if limit is None else min(len(labels), _check_limit(limit)))
-    train, val = holdout_split(pool, labels, val_fraction, seed)
+    pool = np.arange(len(labels) if limit is None else min(len(labels), check_limit(limit)))
+    train, val = holdout_split(pool, val_fraction, seed, labels, strict=False)
     note = (f"CIFAR-10 ({len(batches)} of 5 training batches): {_counts_note(len(train), len(val), len(y_test))}; "
             f"val is a stratified random {val_fraction:.0%} (seed {seed}) of the training images, "
             f"test the official test batch")
@@ -421,7 +377,7 @@ def image_folder(*, root: str | None = None, image_size: int | list[int] = 32, g
     mode = "L" if grayscale else "RGB"
     images = np.stack([_read_image(p, mode, (height, width)) for p, _ in files])
     labels = np.array([label for _, label in files], dtype=np.int64)
-    train, val, test = three_way_split(labels if stratified else None, len(labels), val_fraction, test_fraction, seed)
+    train, val, test = _three_way(labels, stratified, val_fraction, test_fraction, seed)
     kind = "a stratified random" if stratified else "a random"
     note = (f"{_counts_note(len(train), len(val), len(test))} from '{folder}': {kind} split "
             f"(seed {seed}), {test_fraction:.0%} test, then {val_fraction:.0%} of the rest val")

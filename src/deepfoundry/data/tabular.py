@@ -29,8 +29,8 @@ from sklearn.preprocessing import StandardScaler
 
 from ..errors import DeepfoundryError
 from ..registry import DATASETS
+from ..splits import holdout_split, random_split, stratified_split
 from .core import ArrayLoader, DataBundle, Splits
-from .images import holdout_split, three_way_split
 from .preprocess import (DEFAULT_NA, TabularPreprocessor, encode_target, fit_target, infer_columns, infer_task_type,
                          read_table)
 
@@ -53,7 +53,7 @@ def _classification(title: str, loader: Callable[..., Any], val_fraction: float,
     bunch = loader()
     x = np.asarray(bunch.data, dtype=np.float32)
     y = np.asarray(bunch.target, dtype=np.int64)
-    parts = three_way_split(y, len(y), val_fraction, test_fraction, seed)
+    parts = stratified_split(y, val_fraction, test_fraction, seed, strict=False)
     train, val, test = ((torch.from_numpy(x[idx]), torch.from_numpy(y[idx])) for idx in parts)
     info = _table_info([str(f) for f in bunch.feature_names],
                        _note(title, len(y), parts, val_fraction, test_fraction, seed, stratified=True))
@@ -90,7 +90,7 @@ def diabetes(*, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int
     bunch = sk_datasets.load_diabetes(scaled=False)  # raw features (age in years, bmi, ...), not pre-scaled
     x = np.asarray(bunch.data, dtype=np.float32)
     y = np.asarray(bunch.target, dtype=np.float64).reshape(-1, 1)
-    parts = three_way_split(None, len(y), val_fraction, test_fraction, seed)
+    parts = random_split(len(y), val_fraction, test_fraction, seed)
     scaler = StandardScaler().fit(y[parts[0]])
     y_std = scaler.transform(y).astype(np.float32)
     train, val, test = ((torch.from_numpy(x[idx]), torch.from_numpy(y_std[idx])) for idx in parts)
@@ -147,12 +147,13 @@ def table_bundle(frame: pd.DataFrame, target: str | None, *, source: str, numeri
             raise DeepfoundryError(f"target {target!r} of {source} has one class ({str(classes[0])!r}) in {len(frame):,} "
                                    f"rows; classification needs two or more (or set data.task_type=regression)")
     if test_frame is None:
-        parts = three_way_split(labels, len(frame), val_fraction, test_fraction, seed)
+        parts = (stratified_split(labels, val_fraction, test_fraction, seed, strict=False) if labels is not None
+                 else random_split(len(frame), val_fraction, test_fraction, seed))
         how = (f"a {'stratified ' if labels is not None else ''}random split (seed {seed}) of the {len(frame):,} rows of "
                f"{source}: {test_fraction:.0%} test, then {val_fraction:.0%} of the rest val")
         rows = [frame.iloc[p] for p in parts]
     else:
-        train_idx, val_idx = holdout_split(np.arange(len(frame)), labels, val_fraction, seed)
+        train_idx, val_idx = holdout_split(np.arange(len(frame)), val_fraction, seed, labels, strict=False)
         rows = [frame.iloc[train_idx], frame.iloc[val_idx], frames[1]]
         how = (f"{source}: its own test file; {val_fraction:.0%} of the training file held out for val "
                f"({'stratified, ' if labels is not None else ''}seed {seed})")

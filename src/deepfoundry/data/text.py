@@ -38,8 +38,8 @@ from torch.nn.utils.rnn import pad_sequence
 
 from ..errors import DeepfoundryError
 from ..registry import DATASETS
+from ..splits import stratified_split
 from .core import DataBundle
-from .images import three_way_split
 
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
 PAD, UNK, BOS, EOS = range(4)
@@ -409,7 +409,7 @@ def classification_bundle(texts: list[str], labels: list[str], source: str, toke
     if len(class_names) < 2:
         raise DeepfoundryError(f"'{source}' has {len(class_names)} distinct label(s); classification needs at least 2")
     y = np.array([class_names.index(lab) for lab in labels], dtype=np.int64)
-    parts = three_way_split(y, len(y), val_fraction, test_fraction, seed)
+    parts = stratified_split(y, val_fraction, test_fraction, seed, strict=False)
     tok = fit_tokenizer(tokenizer, [texts[i] for i in parts[0]], vocab_size=vocab_size, min_freq=min_freq)
     encoded = [tok.encode(t) for t in texts]
     truncated = sum(len(e) > max_length for e in encoded)
@@ -537,7 +537,7 @@ def bag_of_words_baseline(texts: list[str], labels: list[str], val_fraction: flo
 
     class_names = sorted(set(labels))
     y = np.array([class_names.index(lab) for lab in labels])
-    train, _, test = three_way_split(y, len(y), val_fraction, test_fraction, seed)
+    train, _, test = stratified_split(y, val_fraction, test_fraction, seed, strict=False)
     vec = CountVectorizer(token_pattern=r"\w+|[^\w\s]")
     xtr = vec.fit_transform([texts[i] for i in train])
     clf = LogisticRegression(max_iter=2000).fit(xtr, y[train])

@@ -42,6 +42,7 @@ import torch
 
 from ..errors import DeepfoundryError
 from ..registry import DATASETS
+from ..splits import permutation_split
 from .core import DataBundle
 from .text import BOS, EOS, PAD, Tokenizer, fit_tokenizer, tokenizer_from_json
 
@@ -249,10 +250,9 @@ def tokenizer_of(info: dict[str, Any]) -> Tokenizer:
 
 def _random_split(src: list[str], tgt: list[str], val_fraction: float, test_fraction: float,
                   seed: int) -> dict[str, tuple[list[str], list[str]]]:
-    perm = np.random.default_rng(seed).permutation(len(src))
-    n_test, n_val = int(round(len(src) * test_fraction)), int(round(len(src) * val_fraction))
-    parts = {"test": perm[:n_test], "val": perm[n_test:n_test + n_val], "train": perm[n_test + n_val:]}
-    return {k: ([src[i] for i in idx], [tgt[i] for i in idx]) for k, idx in parts.items()}
+    """Sentence pairs of each split (:func:`deepfoundry.splits.permutation_split`)."""
+    parts = permutation_split(len(src), val_fraction, test_fraction, seed)._asdict()
+    return {k: ([src[i] for i in parts[k]], [tgt[i] for i in parts[k]]) for k in ("test", "val", "train")}
 
 
 # ---------------------------------------------------------------------------------------------- data sets

@@ -24,6 +24,7 @@ from . import callbacks as cbs
 from .contracts import Data, Loader, TrainableTask
 from .rundir import RunDirectory
 from .checkpoint import load_state, save_state
+from .unfreeze import gradual_unfreezing_for
 
 
 def resolve_device(name: str) -> torch.device:
@@ -136,7 +137,8 @@ class Trainer:
         if c.compile:
             task.model = torch.compile(task.model)
         self.steps_per_epoch_batches = len(data.train)
-        own = [*getattr(task, "callbacks", lambda: [])(), *getattr(self.unwrapped_model, "callbacks", lambda: [])()]
+        own = [*getattr(task, "callbacks", lambda: [])(), *getattr(self.unwrapped_model, "callbacks", lambda: [])(),
+               *gradual_unfreezing_for(self.unwrapped_model)]
         for cb in own:  # the task's and the model's own callbacks (GAN sample grids, gradual unfreezing)
             if not any(type(c) is type(cb) for c in self.callbacks):
                 self.callbacks.append(cb)

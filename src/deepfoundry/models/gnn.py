@@ -7,10 +7,11 @@ every layer (Kipf & Welling's placement). All share one call::
     logits = model(x, edge_index, adjacency)   # x (N, F), edge_index (2, E), adjacency (N, N) sparse -> (N, C)
     h = model.embed(x, edge_index, adjacency)  # (N, H): the node embeddings the output layer reads
 
-``adjacency`` is the GCN propagation matrix ``D^-1/2 (A + I) D^-1/2`` that
-:mod:`deepfoundry.data.graphs` computes once per data set; only ``gcn`` uses it (a sparse matrix
-product per layer instead of normalising and scattering the edges every epoch), and computes it
-from ``edge_index`` when it is not given. The other layers read ``edge_index``.
+``adjacency`` is the GCN propagation matrix ``D^-1/2 (A + I) D^-1/2``
+(:func:`deepfoundry.nn.graph.normalized_adjacency`) that :mod:`deepfoundry.data.graphs` computes once
+per data set; only ``gcn`` uses it (a sparse matrix product per layer instead of normalising and
+scattering the edges every epoch), and computes it from ``edge_index`` when it is not given. The
+other layers read ``edge_index``.
 
 >>> import torch
 >>> from deepfoundry.models import build_model
@@ -27,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DeepfoundryError
+from ..nn.graph import clean_edges, normalized_adjacency
 from ..registry import MODELS
 
 NORMS = ("none", "batch", "layer")
@@ -80,8 +82,6 @@ class GNN(nn.Module):
         if not self.uses_adjacency:
             return edge_index
         if adjacency is None:
-            from ..data.graphs import clean_edges, normalized_adjacency
-
             n = x.shape[0]
             adjacency = normalized_adjacency(clean_edges(edge_index.cpu(), n), n).to(x.device)
         return adjacency

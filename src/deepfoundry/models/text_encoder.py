@@ -13,7 +13,7 @@ at build time (a ``(V, K)`` table, ``K`` pieces at most per word), so a batch ``
 lengths (B,))`` becomes WordPiece ids without re-reading the text; ``predict`` on raw strings works
 as for every text run.
 
-Layer groups for :mod:`deepfoundry.transfer`: ``embeddings, layer.0 .. layer.5, head``, so
+Layer groups (:mod:`deepfoundry.models.layer_groups`): ``embeddings, layer.0 .. layer.5, head``, so
 ``freeze`` (``all_but_head``, ``first_n``), ``layer_lr_decay`` / ``group_lrs`` and
 ``unfreeze_every`` work as for image backbones.
 """
@@ -27,7 +27,7 @@ from torch import nn
 
 from ..errors import DeepfoundryError
 from ..registry import MODELS
-from ..transfer import GroupedModel, configure_groups
+from .layer_groups import GroupedModel, configure_groups
 
 MAX_PIECES = 6
 """Pieces kept per vocabulary word (longer words are cut; rare in practice)."""
