@@ -35,8 +35,10 @@ SMALL = {**QUIET, "model.hidden_sizes": [32, 32], "task.eval_every": 0, "task.fi
 def train(out: Path, overrides: dict[str, Any], recipe: str = "dqn-cartpole") -> deepfoundry.Run:
     """The DQN family's own loop, called as the API calls it: ``own_loop(cfg, RunDirectory, None) -> path``."""
     cfg = load_config(recipe, overrides)
+    threads = torch.get_num_threads()
     path = TASKS.get(cfg.task.name).own_loop(cfg, RunDirectory(out), None)
     assert path == Path(out)
+    assert torch.get_num_threads() == threads  # trainer.threads (1 in the recipe) applied to the run only
     return deepfoundry.load_run(path)
 
 

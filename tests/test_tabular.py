@@ -134,11 +134,13 @@ def test_adult_csv_trains_and_predicts_raw_rows(adult_run: deepfoundry.Run, adul
     code, out, _ = run_cli(["predict", str(adult_run.path), str(path), "--out", str(out_csv), "--json"], capsys)
     assert code == 0
     preds = json.loads(out.strip().splitlines()[-1])["predictions"]
-    assert len(preds) == 3 and all(p["prediction"] in ("<=50K", ">50K") for p in preds)
+    assert len(preds) == 3 and all(p["label"] in ("<=50K", ">50K") for p in preds)
     written = pd.read_csv(out_csv)
-    assert list(written.columns[-4:]) == ["prediction", "probability", "p(<=50K)", "p(>50K)"]
+    assert list(written.columns[:len(rows.columns)]) == list(rows.columns)  # the input rows, then the answers
+    assert list(written.columns[-4:]) == ["label", "probability", "p(<=50K)", "p(>50K)"]
     api = deepfoundry.load_run(adult_run.path).predict_table(path)
-    np.testing.assert_allclose(api["p(>50K)"], [p["p(>50K)"] for p in preds], rtol=1e-5)
+    assert list(api.columns) == ["prediction", "probability", "p(<=50K)", "p(>50K)"]
+    np.testing.assert_allclose(api["p(>50K)"], [p["probabilities"][">50K"] for p in preds], rtol=1e-5)
     np.testing.assert_allclose(api[["p(<=50K)", "p(>50K)"]].sum(axis=1), 1.0, rtol=1e-5)
     rows.drop(columns=["age"]).to_csv(path, index=False)
     code, out, err = run_cli(["predict", str(adult_run.path), str(path)], capsys)

@@ -231,12 +231,15 @@ def test_bad_inputs_are_one_line_errors_or_unknown_tokens(dates_run, capsys):
     assert len(dates_run.translate("12 März 2021 ✓")[0]) > 0
     with pytest.raises(DeepfoundryError, match="beam size must be >= 1"):
         dates_run.translate("12 March 2021", beam=0)
-    code, _, err = run_cli(["predict", str(dates_run.path), "12 March 2021"], capsys)
-    assert code == 2 and "use 'deepfoundry translate" in err
-    lm_like = deepfoundry.load_run(dates_run.path)
-    lm_like.info = {**lm_like.info, "task_type": "classification"}
+    code, out, _ = run_cli(["predict", str(dates_run.path), "12 March 2021", "--json"], capsys)  # the contract:
+    assert code == 0                                                                    # greedy translations
+    assert json.loads(out.strip().splitlines()[-1])["predictions"] == [
+        {"input": "12 March 2021", "translation": dates_run.translate("12 March 2021")[0]}]
+
+
+def test_translate_needs_a_translation_run(digits_run):
     with pytest.raises(DeepfoundryError, match="translate needs a translation run"):
-        lm_like.translate("x")
+        digits_run.translate("x")
 
 
 def test_bpe_never_produces_unknown_tokens():

@@ -26,7 +26,7 @@ from .engine.seeding import seed_everything
 from .engine.trainer import Trainer
 from .errors import DeepfoundryError
 from .models import build_model
-from .registry import TASKS
+from .registry import DATASETS, MODELS, TASKS
 from .tasks import Task, build_task
 
 CONTEXT_KEYS = ("num_classes", "in_channels", "input_size", "in_features",
@@ -80,7 +80,9 @@ def _train(recipe: str | Path | RunConfig, overrides: dict[str, Any] | list[str]
         cfg = recipe if isinstance(recipe, RunConfig) else load_config(recipe, overrides)
         run_dir = Path(out) if out is not None else default_run_dir(cfg.name)
         ckpt = None
-    rundir = RunDirectory(run_dir)
+    for registry in (DATASETS, MODELS, TASKS):  # import every family before seeding: some imports draw from
+        registry.load()                          # Python's global RNG (sklearn.preprocessing), so a fresh process
+    rundir = RunDirectory(run_dir)               # and a warm one must reach seed_everything in the same state
     own_loop = getattr(TASKS.get(cfg.task.name), "own_loop", None)  # a family with its own loop (DQN)
     if own_loop is not None:
         own_loop(cfg, rundir, ckpt)
@@ -243,11 +245,17 @@ class Run:
         return rows
 
     def predict_table(self, rows: Any) -> Any:
-        """Tabular runs: a pandas DataFrame with ``prediction`` (and, for classification, ``probability`` and
-        ``p(<class>)`` columns) per raw row; ``rows`` is a DataFrame, a CSV path, a dict or a list of dicts."""
-        from .data.tabular import predict_table
+        """A pandas DataFrame, one row per input: ``prediction`` (the label, or the value) and, for
+        classifiers, ``probability`` and a ``p(<class>)`` column per class. Tabular runs take raw rows
+        (a DataFrame, a CSV path, a dict or a list of dicts); any run takes what ``predict`` takes."""
+        import pandas as pd
 
-        return predict_table(self, rows)
+        table = []
+        for answer in self.predict_rows(rows):
+            row = {"prediction": answer.get("label", answer.get("value", answer.get("values")))}
+            row.update(_flatten_answer({k: v for k, v in answer.items() if k in ("probability", "probabilities")}))
+            table.append(row)
+        return pd.DataFrame(table)
 
     def _capability(self, name: str, needs: str) -> Any:
         method = getattr(self.task, name, None)

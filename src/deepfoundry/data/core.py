@@ -53,9 +53,6 @@ class ArrayLoader:
     def num_samples(self) -> int:
         return len(self.x)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
     def epoch_batches(self, epoch: int, skip: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         x, y = self.x, self.y
         if self.shuffle:

@@ -123,9 +123,6 @@ class NeighborLoader:
     def num_samples(self) -> int:
         return len(self.seeds)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
     def epoch_batches(self, epoch: int, skip: int = 0) -> Iterator[dict[str, torch.Tensor]]:
         seeds, base = self.seeds, self.seed * 1_000_003
         if not self.shuffle:

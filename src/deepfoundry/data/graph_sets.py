@@ -137,9 +137,6 @@ class GraphSetLoader:
     def num_samples(self) -> int:
         return len(self.index)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
     def epoch_batches(self, epoch: int, skip: int = 0) -> Iterator[dict[str, torch.Tensor | int]]:
         index = self.index
         if self.shuffle:

@@ -188,9 +188,6 @@ class GraphLoader:
     def num_samples(self) -> int:
         return int(self.mask.sum())
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
     def batch(self) -> dict[str, torch.Tensor]:
         g = self.graph
         return {"x": g.x, "edge_index": g.edge_index, "adjacency": g.adjacency, "y": g.y, "mask": self.mask}

@@ -297,38 +297,3 @@ def table_inputs(info: dict[str, Any], rows: Any) -> torch.Tensor:
     """Raw rows -> the model's float32 inputs, with the run's saved preprocessing (``info['tabular']``)."""
     pre = TabularPreprocessor(info["tabular"])
     return torch.from_numpy(pre.transform(rows_frame(rows, pre.state["na_values"])))
-
-
-def predict_table(run: Any, rows: Any) -> pd.DataFrame:
-    """One output row per input row: ``prediction`` (class label or value); for classification also
-    ``probability`` (of the predicted class) and ``p(<class>)`` for every class."""
-    info = run.info
-    frame = rows_frame(rows, info["tabular"]["na_values"])
-    if info["task_type"] == "classification":
-        proba = run.predict_proba(frame)
-        classes = info["class_names"]
-        out = pd.DataFrame({"prediction": [classes[k] for k in proba.argmax(axis=1)],
-                            "probability": proba.max(axis=1)})
-        for k, name in enumerate(classes):
-            out[f"p({name})"] = proba[:, k]
-        return out
-    return pd.DataFrame({"prediction": np.asarray(run.predict(frame), dtype=np.float64).reshape(len(frame))})
-
-
-def predict_csv_files(run: Any, paths: Sequence[str], out: str | Path | None = None) -> list[dict[str, Any]]:
-    """``deepfoundry predict RUN rows.csv [--out preds.csv]``: a dict per row (for printing); with ``out``,
-    the input rows with the prediction columns appended are written there as CSV."""
-    if not paths:
-        raise DeepfoundryError("predict needs a CSV file of rows for this tabular run")
-    na = run.info["tabular"]["na_values"]
-    results, written = [], []
-    for path in paths:
-        frame = read_table(path, na_values=na)
-        pred = predict_table(run, frame)
-        for i, row in enumerate(pred.to_dict(orient="records")):
-            results.append({"input": f"{path}[{i}]", **row})
-        written.append(pd.concat([frame.reset_index(drop=True), pred], axis=1))
-    if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        pd.concat(written, ignore_index=True).to_csv(out, index=False)
-    return results

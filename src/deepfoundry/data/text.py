@@ -248,9 +248,6 @@ class LMWindowLoader:
     def __len__(self) -> int:
         return -(-self.num_samples // self.batch_size)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
     def epoch_batches(self, epoch: int, skip: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         starts, t, bs = self._starts(epoch), self.seq_len, self.batch_size
         if self.shuffle:  # full windows: one gather per batch
@@ -306,9 +303,6 @@ class PaddedTextLoader:
 
     def __len__(self) -> int:
         return -(-len(self.seqs) // self.batch_size)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def epoch_batches(self, epoch: int, skip: int = 0) -> Iterator[tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]]:
         order = torch.arange(len(self.seqs))

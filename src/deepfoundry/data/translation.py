@@ -163,9 +163,6 @@ class TranslationLoader:
     def __len__(self) -> int:
         return len(self.batches)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
     def batch(self, idx: list[int]) -> dict[str, Any]:
         src = _pad([self.src_ids[i] for i in idx])
         tgt = _pad([[BOS, *self.tgt_ids[i], EOS] for i in idx])

@@ -220,6 +220,14 @@ def train_rl(cfg: RunConfig, run_dir: RunDirectory | str | Path, resume_state: d
     >>> from deepfoundry.config import load_config
     >>> path = train_rl(load_config("dqn-cartpole", {"task.total_steps": 5000}), RunDirectory("runs/cartpole"))
     """
+    threads = torch.get_num_threads()
+    try:  # trainer.threads applies to this run only, not to the rest of the process
+        return _train_rl(cfg, run_dir, resume_state)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_rl(cfg: RunConfig, run_dir: RunDirectory | str | Path, resume_state: dict[str, Any] | None) -> Path:
     run = run_dir if isinstance(run_dir, RunDirectory) else RunDirectory(run_dir)
     args = parse_dqn_config(cfg.task)
     seed_everything(cfg.seed)
