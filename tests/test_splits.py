@@ -164,3 +164,25 @@ def test_permutation_split_gives_the_old_translation_rows_in_permutation_order()
     parts = permutation_split(10, 0.2, 0.2, seed=0)
     assert parts.test.tolist() == [4, 6] and parts.val.tolist() == [2, 7]  # recorded before the merge
     assert parts.train.tolist() == [3, 5, 9, 0, 8, 1]                       # not sorted: permutation order
+
+
+def test_time_split_sizes_keep_both_old_formulas() -> None:
+    """time_split's rounding (spans may be empty) and the time-series rule (a span with a non-zero fraction
+    gets at least one point), as the two separate implementations computed them before."""
+    from deepfoundry.splits import time_split_sizes
+
+    def series_rule(n: int, v: float, t: float) -> tuple[int, int, int]:
+        n_test = max(1, int(round(t * n))) if t > 0 else 0
+        n_val = max(1, int(round(v * (n - n_test)))) if v > 0 else 0
+        return n - n_test - n_val, n_val, n_test
+
+    def table_rule(n: int, v: float, t: float) -> tuple[int, int, int]:
+        n_test = int(round(n * t))
+        n_val = int(round((n - n_test) * v))
+        return n - n_test - n_val, n_val, n_test
+
+    for n in range(1, 300):
+        for v in (0.0, 0.05, 0.1, 0.25):
+            for t in (0.0, 0.02, 0.1, 0.2):
+                assert time_split_sizes(n, v, t, minimum=1) == series_rule(n, v, t)
+                assert time_split_sizes(n, v, t) == table_rule(n, v, t)

@@ -201,15 +201,28 @@ def group_split(groups: Sequence[object] | np.ndarray, val_fraction: float = 0.1
     return SplitIndices(train, val, test)
 
 
+def time_split_sizes(n: int, val_fraction: float, test_fraction: float, minimum: int = 0) -> tuple[int, int, int]:
+    """(train, val, test) sizes of a split in time order: test = ``round(n * test_fraction)``, val =
+    ``round(rest * val_fraction)`` of the rows before it, train = the rest. ``minimum`` (time series: 1)
+    is the least a span with a non-zero fraction gets.
+
+    >>> time_split_sizes(309, 0.1, 0.1, minimum=1)
+    (250, 28, 31)
+    """
+    n_test = int(round(n * _check_fraction("test_fraction", test_fraction)))
+    n_test = max(minimum, n_test) if test_fraction > 0 else n_test
+    n_val = int(round((n - n_test) * _check_fraction("val_fraction", val_fraction)))
+    n_val = max(minimum, n_val) if val_fraction > 0 else n_val
+    return n - n_test - n_val, n_val, n_test
+
+
 def time_split(times: Sequence[object] | np.ndarray, val_fraction: float = 0.1,
                test_fraction: float = 0.2) -> SplitIndices:
     """Rows ordered by ``times`` (any sortable values; ties keep their order): the first rows train, then val,
     the last ``round(n * test_fraction)`` test. No randomness."""
     order = np.argsort(np.asarray(times), kind="stable")
     n = len(order)
-    n_test = int(round(n * _check_fraction("test_fraction", test_fraction)))
-    n_val = int(round((n - n_test) * _check_fraction("val_fraction", val_fraction)))
-    n_train = n - n_test - n_val
+    n_train, n_val, n_test = time_split_sizes(n, val_fraction, test_fraction)
     if n_train <= 0:
         raise DeepfoundryError(f"a time split of {n} rows with val_fraction {val_fraction} and test_fraction "
                                f"{test_fraction} leaves none to train on")

@@ -40,22 +40,20 @@ import torch
 from ..errors import DeepfoundryError
 from ..nn.activations import positive_int
 from ..registry import DATASETS
+from ..splits import time_split_sizes
 from .core import Splits
 
 SCALINGS = ("standard", "minmax", "none")
 
 
 def split_sizes(n: int, val_fraction: float, test_fraction: float) -> tuple[int, int, int]:
-    """Points in the (train, val, test) spans: test = round(test_fraction * n) (at least 1), val =
-    round(val_fraction * rest) of the points before it, train = the rest.
+    """Points in the (train, val, test) spans of a series, in time order (:func:`deepfoundry.splits.time_split_sizes`
+    with at least one point in each span whose fraction is not 0).
 
     >>> split_sizes(309, 0.1, 0.1)
     (250, 28, 31)
     """
-    n_test = max(1, int(round(test_fraction * n))) if test_fraction > 0 else 0
-    rest = n - n_test
-    n_val = max(1, int(round(val_fraction * rest))) if val_fraction > 0 else 0
-    return rest - n_val, n_val, n_test
+    return time_split_sizes(n, val_fraction, test_fraction, minimum=1)
 
 
 def fit_scaler(train_values: np.ndarray, kind: str) -> dict[str, Any]:
