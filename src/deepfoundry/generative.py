@@ -77,7 +77,7 @@ def generative_model(run: "Run") -> torch.nn.Module:
     model = run.model
     if not callable(getattr(model, "sample", None)):
         raise DeepfoundryError(
-            f"'{run.path}' is a {run.info.get('task_type', 'non-generative')} run (model "
+            f"'{run.path}' is a {run.task.family} run (model "
             f"{run.config.model.name!r}); sample and interpolate need a GAN or VAE run (e.g. dcgan-digits, vae-digits)")
     return model
 
@@ -167,7 +167,8 @@ def importance_weighted_nll(model: torch.nn.Module, x: torch.Tensor, y: torch.Te
 # ----------------------------------------------------------------------------- offline quality score
 
 def _check_classifier(classifier: "Run", shape: tuple[int, ...]) -> None:
-    if classifier.info.get("task_type") != "classification" or classifier.info.get("input_kind") != "image":
+    model = classifier.model
+    if classifier.info.get("input_kind") != "image" or not all(hasattr(model, a) for a in ("features", "head")):
         raise DeepfoundryError(f"'{classifier.path}' is not an image classification run; the quality score needs "
                                f"one trained on the same data (e.g. deepfoundry train lenet5-mnist)")
     expected = tuple(classifier.info.get("input_shape", ()))
