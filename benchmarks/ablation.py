@@ -42,7 +42,7 @@ ARMS: dict[str, dict] = {
     "augment": {"data.augment": "mnist"},
 }
 ARMS["all"] = {k: v for arm in list(ARMS.values()) for k, v in arm.items()}
-QUIET = {"trainer.progress": False, "trainer.tensorboard": False}
+QUIET = {"trainer.progress": False, "trainer.report": False, "trainer.tensorboard": False}
 
 
 def run_arm(name: str, overrides: dict, data_root: str, epochs: int, tmp: str) -> dict:

@@ -29,7 +29,7 @@ import deepfoundry
 from deepfoundry.data.timeseries import adding_problem
 
 SOLVED = 0.01
-FAST = {"trainer.progress": False, "trainer.tensorboard": False}
+FAST = {"trainer.progress": False, "trainer.report": False, "trainer.tensorboard": False}
 
 
 def ours(cell: str, seed: int, epochs: int, out: str) -> dict:

@@ -28,7 +28,7 @@ from deepfoundry.data.tabular import adult
 
 
 def ours(data: str, threads: int, epochs: int | None) -> dict:
-    overrides = {"data.root": data, "trainer.progress": False, "trainer.tensorboard": False,
+    overrides = {"data.root": data, "trainer.progress": False, "trainer.report": False, "trainer.tensorboard": False,
                  "trainer.threads": threads}
     if epochs:
         overrides["trainer.epochs"] = epochs

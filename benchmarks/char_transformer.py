@@ -88,7 +88,7 @@ def ours(path: Path, minutes: float, threads: int) -> dict:
     start = time.perf_counter()
     run = deepfoundry.train("transformer-shakespeare", out=out, overrides={
         "data.root": str(path.parent), "trainer.epochs": epochs, "trainer.threads": threads,
-        "trainer.progress": False, "trainer.tensorboard": False})
+        "trainer.progress": False, "trainer.report": False, "trainer.tensorboard": False})
     seconds = time.perf_counter() - start
     curve = [{"epoch": h["epoch"], "val_loss": round(h["val_loss"], 4)} for h in run.history]
     return {"calibrated_chars_per_s": round(rate), "epochs": epochs, "wall_s": round(seconds, 1),

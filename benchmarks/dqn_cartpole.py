@@ -96,6 +96,7 @@ def ours(seed: int, overrides: dict) -> dict:
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         run = deepfoundry.train("dqn-cartpole", overrides={"seed": seed, "trainer.progress": False,
+                                                           "trainer.report": False,
                                                            "trainer.threads": 1, **overrides}, out=f"{tmp}/run")
         r = run.results
         records = [json.loads(line) for line in (run.path / "metrics.jsonl").read_text().splitlines()]

@@ -26,7 +26,8 @@ from deepfoundry.generative import frechet_distance, classifier_outputs, quality
 
 def train(recipe: str, data: str, epochs: int | None, out: Path, threads: int,
           limit: int | None = None) -> tuple[deepfoundry.Run, float]:
-    over = {"data.root": data, "trainer.progress": False, "trainer.tensorboard": False, "trainer.threads": threads,
+    over = {"data.root": data, "trainer.progress": False,
+            "trainer.report": False, "trainer.tensorboard": False, "trainer.threads": threads,
             "data.limit": limit}
     if epochs:
         over["trainer.epochs"] = epochs

@@ -34,6 +34,7 @@ def ours(data: str, seeds: int, threads: int, recipe: str = "gcn-cora") -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(seeds):
             run = deepfoundry.train(recipe, overrides={"data.root": data, "seed": seed, "trainer.progress": False,
+                                                       "trainer.report": False,
                                                        "trainer.tensorboard": False, "trainer.threads": threads},
                                     out=f"{tmp}/run{seed}")
             accs.append(run.results["test"]["accuracy"])

@@ -76,7 +76,8 @@ def plain_pyg(seed: int, epochs: int) -> dict:
 
 def ours(model: str, seed: int, epochs: int, out: str) -> dict:
     run = deepfoundry.train("gin-graphs", overrides={"model.name": model, "seed": seed, "trainer.epochs": epochs,
-                                                     "trainer.progress": False, "trainer.threads": 1}, out=out)
+                                                     "trainer.progress": False, "trainer.report": False,
+                                                     "trainer.threads": 1}, out=out)
     return {"accuracy": run.results["test"]["accuracy"], "seconds": run.results["seconds"]}
 
 

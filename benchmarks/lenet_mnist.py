@@ -53,6 +53,7 @@ def ours(data: str) -> dict:
     probe = TimeToAccuracy()
     with tempfile.TemporaryDirectory() as tmp:
         run = deepfoundry.train("lenet5-mnist", overrides={"data.root": data, "trainer.progress": False,
+                                                           "trainer.report": False,
                                                            "trainer.tensorboard": False},
                                 out=f"{tmp}/run", callbacks=[probe])
         final = run.results["test"]["accuracy"]

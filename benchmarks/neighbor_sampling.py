@@ -44,7 +44,7 @@ def main() -> None:
                 accs, secs = [], []
                 for seed in range(args.seeds):
                     run = deepfoundry.train(recipe, overrides={"data.root": args.data, "seed": seed,
-                                                               "trainer.progress": False,
+                                                               "trainer.progress": False, "trainer.report": False,
                                                                "trainer.threads": args.threads, **extra},
                                             out=f"{tmp}/{recipe}-{len(extra)}-{seed}")
                     accs.append(run.results["test"]["accuracy"])

@@ -35,7 +35,8 @@ BACKBONE = "mobilenet_v3_small"
 COMMON = {"data.name": "class-subset", "data.of": "cifar10", "data.batch_size": 64,
           "model.name": "transfer", "model.backbone": BACKBONE, "model.bn_momentum": 0.1,
           "task.name": "classification", "optim.name": "adamw", "optim.weight_decay": 0.05,
-          "optim.scheduler.name": "onecycle", "trainer.progress": False, "trainer.tensorboard": False,
+          "optim.scheduler.name": "onecycle", "trainer.progress": False,
+          "trainer.report": False, "trainer.tensorboard": False,
           "trainer.monitor": "val_accuracy", "trainer.mode": "max"}
 
 
@@ -108,7 +109,7 @@ def plain_finetune(root: str, seed: int, epochs: int, lr: float, pretrained: Pat
 
 def text_transfer(size: int) -> list[dict]:
     """all-MiniLM-L6-v2 fine-tuned (all layers / head only) vs the project's GRU from scratch, same split."""
-    common = {"data.size": size, "trainer.progress": False, "trainer.tensorboard": False}
+    common = {"data.size": size, "trainer.progress": False, "trainer.report": False, "trainer.tensorboard": False}
     rows = []
     for arm, recipe, extra in (("GRU from scratch (gru-sentiment)", "gru-sentiment", {}),
                                ("MiniLM fine-tuned, all layers", "minilm-sentiment", {}),

@@ -23,7 +23,7 @@ import deepfoundry
 from deepfoundry.tune import tune
 
 RECIPE, SPACE = "mlp-digits", "mlp-digits"
-COMMON = {"trainer.threads": 1, "trainer.tensorboard": False, "trainer.progress": False}
+COMMON = {"trainer.threads": 1, "trainer.tensorboard": False, "trainer.progress": False, "trainer.report": False}
 
 
 def main() -> None:

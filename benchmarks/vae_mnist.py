@@ -68,7 +68,7 @@ def ours(data: str, budget: float, epochs: int, threads: int, iw_k: int, iw_imag
     with tempfile.TemporaryDirectory() as tmp:
         run = deepfoundry.train(recipe, out=f"{tmp}/run", callbacks=[curve], overrides={
             "data.root": data, "trainer.epochs": epochs, "trainer.threads": threads, "trainer.progress": False,
-            "trainer.tensorboard": False, "trainer.restore_best": False, "data.limit": limit, **(extra or {})})
+            "trainer.report": False, "trainer.tensorboard": False, "trainer.restore_best": False, "data.limit": limit, **(extra or {})})
         torch.set_num_threads(threads)
         x = run.data().test.x[:iw_images]
         started = time.perf_counter()

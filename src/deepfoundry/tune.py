@@ -331,7 +331,8 @@ def _objective(trial: Any, s: TuneSettings) -> float:
     shown = "  ".join(f"{k}={_short(v)}" for k, v in params.items())
     try:  # one line per trial; --verbose keeps each run's epoch lines (stderr)
         with contextlib.nullcontext() if s.verbose else contextlib.redirect_stderr(io.StringIO()):
-            run = train(s.recipe, overrides={**s.overrides, **params}, out=run_dir, callbacks=[pruning])
+            run = train(s.recipe, overrides={"trainer.report": False, **s.overrides, **params}, out=run_dir,
+                        callbacks=[pruning])  # trials skip report.html and the card unless the user sets it
     except TrainingDiverged as exc:
         trial.set_user_attr("error", str(exc))
         _say(f"trial {trial.number:>3}  diverged    {shown}")
