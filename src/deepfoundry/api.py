@@ -21,6 +21,7 @@ from torch import nn
 from .config import RunConfig, apply_overrides, load_config, read_yaml, validate
 from .data import DataBundle, build_data
 from .engine.checkpoint import load_state, load_weights
+from .engine.ownership import check_new_run, check_out, claim, resume_changes
 from .engine.rundir import RunDirectory
 from .engine.seeding import seed_everything
 from .engine.trainer import Trainer
@@ -47,36 +48,50 @@ def default_run_dir(name: str) -> Path:
     return Path("runs") / f"{name}-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
-def train(recipe: str | Path | RunConfig, overrides: dict[str, Any] | list[str] | None = None,
+def train(recipe: str | Path | RunConfig | None, overrides: dict[str, Any] | list[str] | None = None,
           out: str | Path | None = None, resume: str | Path | None = None,
-          callbacks: list[Any] | None = None, show_loop: bool = False) -> "Run":
+          callbacks: list[Any] | None = None, show_loop: bool = False, overwrite: bool = False) -> "Run":
     """Train a recipe name, a YAML config file or a :class:`RunConfig`; return the finished :class:`Run`.
 
-    ``overrides`` are dotted keys (``{"optim.lr": 0.01}`` or ``["optim.lr=0.01"]``). ``resume`` is a
-    run directory whose ``checkpoints/last.safetensors`` is continued exactly (same final weights
-    as an uninterrupted run); its saved config is used, with ``overrides`` applied on top.
-    The run directory ends with ``report.html`` and ``model_card.md`` unless ``trainer.report`` is false.
+    ``overrides`` are dotted keys (``{"optim.lr": 0.01}`` or ``["optim.lr=0.01"]``). ``out`` must be a new or
+    empty folder (``overwrite`` empties an existing one first). ``resume`` is a run directory whose
+    ``checkpoints/last.safetensors`` is continued exactly (same final weights as an uninterrupted run); its
+    saved config is used, with ``overrides`` applied on top where they keep it exact (more epochs, a new
+    learning rate from the checkpoint on, where logs go; see :func:`deepfoundry.engine.ownership.resume_changes`).
+    The run directory is locked (``RUN/.lock``) while it trains, and ends with ``report.html`` and
+    ``model_card.md`` unless ``trainer.report`` is false.
     """
     threads = torch.get_num_threads()
     try:  # a recipe's trainer.threads applies to this run only, not to the rest of the process
-        return _train(recipe, overrides, out, resume, callbacks, show_loop)
+        return _train(recipe, overrides, out, resume, callbacks, show_loop, overwrite)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train(recipe: str | Path | RunConfig, overrides: dict[str, Any] | list[str] | None,
+def _train(recipe: str | Path | RunConfig | None, overrides: dict[str, Any] | list[str] | None,
            out: str | Path | None, resume: str | Path | None, callbacks: list[Any] | None,
-           show_loop: bool) -> "Run":
-    if resume is not None:
+           show_loop: bool, overwrite: bool) -> "Run":
+    changes: list[str] = []
+    if resume is not None:  # every check before anything on disk changes
+        if out is not None:
+            raise DeepfoundryError("--resume continues a run in its own folder; drop --out")
         run_dir = Path(resume)
         ckpt = run_dir / "checkpoints" / "last.safetensors"
         if not (run_dir / "config.yaml").is_file():
             raise DeepfoundryError(f"'{run_dir}' is not a run directory (no config.yaml) to resume")
         if not ckpt.is_file():
             raise DeepfoundryError(f"run '{run_dir}' has no checkpoint to resume from ({ckpt} is missing)")
+        saved = validate(read_yaml(run_dir / "config.yaml"))
         cfg = validate(apply_overrides(read_yaml(run_dir / "config.yaml"), overrides))
+        given = None if recipe is None else recipe if isinstance(recipe, RunConfig) else load_config(recipe)
         ckpt = load_state(ckpt)  # read (and check) it before any work starts
+        changes = resume_changes(saved, cfg, ckpt, given)
+        if isinstance(ckpt.get("trainer"), dict):  # checkpoints from before base_lr was recorded
+            ckpt["trainer"].setdefault("base_lr", saved.optim.lr)
     else:
+        if recipe is None:
+            raise DeepfoundryError("train needs a RECIPE (see 'deepfoundry list recipes') or --resume RUN")
+        check_out(out)
         cfg = recipe if isinstance(recipe, RunConfig) else load_config(recipe, overrides)
         run_dir = Path(out) if out is not None else default_run_dir(cfg.name)
         ckpt = None
@@ -84,17 +99,34 @@ def _train(recipe: str | Path | RunConfig, overrides: dict[str, Any] | list[str]
         registry.load()                          # Python's global RNG (sklearn.preprocessing), so a fresh process
     rundir = RunDirectory(run_dir)               # and a warm one must reach seed_everything in the same state
     own_loop = getattr(TASKS.get(cfg.task.name), "own_loop", None)  # a family with its own loop (DQN)
-    if own_loop is not None:
-        own_loop(cfg, rundir, ckpt)
-    else:
-        _fit(cfg, rundir, ckpt, callbacks, show_loop)
-    run = Run(rundir.path)
-    if cfg.trainer.report:
-        from .report import write_model_card, write_report
+    with claim(run_dir):
+        if resume is None:
+            check_new_run(run_dir, overwrite)
+        elif changes:
+            _record_resume(rundir, ckpt, changes)
+        if own_loop is not None:
+            own_loop(cfg, rundir, ckpt)
+        else:
+            _fit(cfg, rundir, ckpt, callbacks, show_loop)
+        run = Run(rundir.path)
+        if cfg.trainer.report:
+            from .report import write_model_card, write_report
 
-        write_report(run)
-        write_model_card(run)
+            write_report(run)
+            write_model_card(run)
     return run
+
+
+def _record_resume(rundir: RunDirectory, state: dict[str, Any], changes: list[str]) -> None:
+    """Say each change a resume applies (stderr) and record them in ``metrics.jsonl`` at the checkpoint's step."""
+    from .engine.logging import stderr_console
+
+    console = stderr_console()
+    for line in changes:
+        console.print(f"resume: {line}", highlight=False, markup=False)
+    step = (state.get("trainer") or {}).get("global_step", state.get("step", 0))
+    with rundir.metrics_path.open("a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"kind": "resume", "step": step, "changes": changes}) + "\n")
 
 
 def _fit(cfg: RunConfig, rundir: RunDirectory, ckpt: dict[str, Any] | None, callbacks: list[Any] | None,

@@ -27,6 +27,20 @@ class Listing(str, Enum):
     tasks = "tasks"
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from ._version import __version__
+
+        print(f"deepfoundry {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="print the version and exit")) -> None:
+    """deepfoundry: train, evaluate, predict and report classic deep-learning models."""
+
+
 def _echo_json(obj: Any) -> None:
     print(json.dumps(obj, default=str))
 
@@ -61,6 +75,8 @@ def train(
     data_root: Optional[str] = typer.Option(None, "--data-root", help="data.root: folder of a local copy"),
     show_loop: bool = typer.Option(False, "--show-loop", help="print the order of the training loop's calls"),
     no_report: bool = typer.Option(False, "--no-report", help="skip report.html and model_card.md (trainer.report)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="empty an existing --out folder first (it is refused "
+                                                               "otherwise)"),
     as_json: bool = typer.Option(False, "--json", help="print the final metrics as JSON on the last line"),
 ) -> None:
     """Train a recipe or config file; prints the run directory and the final metrics."""
@@ -80,7 +96,7 @@ def train(
     flat.update(overrides)
     if no_report:
         flat["trainer.report"] = False
-    run = train_run(recipe, overrides=flat, out=out, resume=resume, show_loop=show_loop)
+    run = train_run(recipe, overrides=flat, out=out, resume=resume, show_loop=show_loop, overwrite=overwrite)
     results = run.results
     print(f"run directory: {run.path}")
     test = results.get("test") or results.get("eval", {})  # RL runs report their greedy evaluation
