@@ -118,6 +118,7 @@ def test_error_corrupt_checkpoint(digits_run, tmp_path: Path, capsys) -> None:
     broken = tmp_path / "broken"
     shutil.copytree(digits_run.path, broken)
     (broken / "checkpoints" / "last.safetensors").write_bytes(b"\x00garbage" * 10)
+    (broken / "checkpoints" / "previous.safetensors").write_bytes(b"\x00garbage" * 10)  # else resume falls back on it
     assert_one_line_error(*run_cli(["train", "--resume", str(broken), *FAST], capsys), r"corrupt or unreadable")
     (broken / "model.safetensors").write_bytes(b"not safetensors")
     assert_one_line_error(*run_cli(["evaluate", str(broken)], capsys), r"corrupt or unreadable")

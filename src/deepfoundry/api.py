@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -20,7 +21,7 @@ from torch import nn
 
 from .config import RunConfig, apply_overrides, load_config, read_yaml, validate
 from .data import DataBundle, build_data
-from .engine.checkpoint import load_state, load_weights
+from .engine.checkpoint import load_resume_state, load_weights, previous_path
 from .engine.ownership import check_new_run, check_out, claim, resume_changes
 from .engine.rundir import RunDirectory
 from .engine.seeding import seed_everything
@@ -79,12 +80,14 @@ def _train(recipe: str | Path | RunConfig | None, overrides: dict[str, Any] | li
         ckpt = run_dir / "checkpoints" / "last.safetensors"
         if not (run_dir / "config.yaml").is_file():
             raise DeepfoundryError(f"'{run_dir}' is not a run directory (no config.yaml) to resume")
-        if not ckpt.is_file():
+        if not ckpt.is_file() and not previous_path(ckpt).is_file():
             raise DeepfoundryError(f"run '{run_dir}' has no checkpoint to resume from ({ckpt} is missing)")
         saved = validate(read_yaml(run_dir / "config.yaml"))
         cfg = validate(apply_overrides(read_yaml(run_dir / "config.yaml"), overrides))
         given = None if recipe is None else recipe if isinstance(recipe, RunConfig) else load_config(recipe)
-        ckpt = load_state(ckpt)  # read (and check) it before any work starts
+        ckpt, _, warning = load_resume_state(ckpt)  # read (and check) it before any work starts
+        if warning:  # a damaged last.safetensors: the run continues from previous.safetensors
+            print(f"warning: {warning}", file=sys.stderr)
         changes = resume_changes(saved, cfg, ckpt, given)
         if isinstance(ckpt.get("trainer"), dict):  # checkpoints from before base_lr was recorded
             ckpt["trainer"].setdefault("base_lr", saved.optim.lr)

@@ -6,13 +6,15 @@ run through :class:`RunDirectory`, so every run has the same layout::
     RUN/config.yaml               the resolved config                       (start)
     RUN/metrics.jsonl             one JSON record per line                  (metrics_logger; resume truncates it)
     RUN/checkpoints/last.safetensors, best.safetensors                      (the loop's checkpoints)
+    RUN/checkpoints/previous.safetensors    the last before the newest       (kept for a damaged last)
     RUN/tensorboard/              TensorBoard events
     RUN/model.safetensors         final weights                             (save_model)
     RUN/model.json                what rebuilds the model: registry name, kwargs, data facts, versions
     RUN/results.json              final metrics, timings, device            (save_results)
     RUN/report.html, model_card.md                                           (written by the report package)
 
-Every file is written atomically (a temporary file, fsync, rename), so a crash never leaves half a file.
+Every file is written atomically (a temporary file, fsync, rename), so a crash never leaves half a file;
+:meth:`RunDirectory.start` removes the temporaries such a crash leaves behind.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from torch import nn
 
 from .._version import __version__
 from ..config import RunConfig, dump_config
-from .checkpoint import atomic_write, save_weights
+from .checkpoint import atomic_write, remove_stale_temporaries, save_weights
 
 MODEL_FORMAT = "deepfoundry-model-v1"
 
@@ -72,14 +74,23 @@ class RunDirectory:
         return self.checkpoints / "last.safetensors"
 
     @property
+    def previous_checkpoint(self) -> Path:
+        return self.checkpoints / "previous.safetensors"
+
+    @property
     def tensorboard(self) -> Path:
         return self.path / "tensorboard"
 
     # writing
     def start(self, cfg: RunConfig) -> None:
-        """Create the folder and write the resolved ``config.yaml``."""
+        """Create the folder, remove what an interrupted write left (a resume), write the resolved ``config.yaml``."""
         self.path.mkdir(parents=True, exist_ok=True)
+        self.clean_temporaries()
         atomic_write(self.config_path, lambda tmp: Path(tmp).write_text(dump_config(cfg), encoding="utf-8"))
+
+    def clean_temporaries(self) -> list[Path]:
+        """Remove the ``.<name>.<random>.tmp`` files an interrupted write left here and in ``checkpoints/``."""
+        return remove_stale_temporaries(self.path) + remove_stale_temporaries(self.checkpoints)
 
     def reset_metrics(self, resume_step: int | None = None) -> None:
         """A fresh run empties ``metrics.jsonl``; a run resumed at ``resume_step`` keeps the records up to it."""
