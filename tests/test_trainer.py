@@ -2,7 +2,9 @@
 schedulers, optimizers, atomic safetensors checkpoints."""
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -84,6 +86,164 @@ def test_resume_after_sigkill_is_bit_identical(uninterrupted: Path, tmp_path: Pa
                         capture_output=True, text=True)
     assert rc.returncode == 0, rc.stderr
     _assert_identical(_weights(uninterrupted), _weights(out))
+
+
+def _default_sigint() -> None:
+    """In the child: SIGINT at its default (a background job of a shell script inherits it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_stops_at_a_step_with_a_checkpoint_and_resume_is_bit_identical(sig: int, uninterrupted: Path,
+                                                                              tmp_path: Path) -> None:
+    out = tmp_path / "signalled"
+    ckpt = out / "checkpoints" / "last.safetensors"
+    # no periodic mid-epoch checkpoints (they do not change the numbers): the signal's is the one resumed from
+    overrides = {**RESUME, "trainer.checkpoint_every_steps": 100_000}
+    cmd = [sys.executable, "-m", "deepfoundry", "train", "lenet5-digits", "--out", str(out)]
+    cmd += [f"--set={k}={v}" for k, v in overrides.items()]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
+    deadline = time.time() + 120
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:  # epoch 1's checkpoint
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be signalled"
+    os.kill(proc.pid, sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + sig, err  # 143 for SIGTERM, 130 for SIGINT
+    t = load_state(ckpt)["trainer"]
+    epoch = t["epoch"] + 1 if t["batch_in_epoch"] else t["epoch"]
+    assert err.strip().splitlines()[-1] == (f"stopped by {signal.Signals(sig).name} at epoch {epoch}, step "
+                                            f"{t['global_step']}; continue with 'deepfoundry train --resume {out}'")
+    assert "Traceback" not in err and not (out / "model.json").exists()
+    assert 41 <= t["global_step"] < 4 * 41
+    rc = subprocess.run([sys.executable, "-m", "deepfoundry", "train", "--resume", str(out)],
+                        capture_output=True, text=True)
+    assert rc.returncode == 0, rc.stderr
+    _assert_identical(_weights(uninterrupted), _weights(out))
+    _assert_identical(load_weights(uninterrupted / "model.safetensors"), load_weights(out / "model.safetensors"))
+
+
+class SendSignal(Callback):
+    """Sends ``sig`` to this process once, at the end of batch ``batch`` of epoch ``epoch`` (1-based)."""
+
+    def __init__(self, sig: int, epoch: int, batch: int) -> None:
+        self.sig, self.epoch, self.batch, self.sent = sig, epoch, batch, False
+
+    def on_train_batch_end(self, trainer, loss) -> None:
+        if not self.sent and trainer.epoch + 1 == self.epoch and trainer.batch_in_epoch == self.batch:
+            self.sent = True
+            os.kill(os.getpid(), self.sig)
+
+
+def test_signal_through_the_python_api_raises_stopped_at_an_optimizer_step(tmp_path: Path) -> None:
+    """With accumulation a step ends every ``accumulate`` batches: a signal after batch 4 of 3-batch steps
+    stops after batch 6, where the checkpoint resumes exactly (no half-accumulated gradient is lost)."""
+    from deepfoundry.config import DataConfig
+    from deepfoundry.engine.signals import Stopped
+    from deepfoundry.engine.seeding import seed_everything
+    from deepfoundry.tasks.classification import ClassificationTask
+
+    config = TrainerConfig(epochs=3, accumulate=3, progress=False, tensorboard=False, restore_best=False)
+
+    def fit(run_dir: Path, callbacks=(), resume_from=None) -> deepfoundry.Trainer:
+        seed_everything(0)
+        data = deepfoundry.build_data(DataConfig(name="iris", batch_size=8), seed=0)
+        model = torch.nn.Sequential(torch.nn.Linear(4, 32), torch.nn.Dropout(0.2), torch.nn.ReLU(),
+                                    torch.nn.Linear(32, 3))
+        trainer = deepfoundry.Trainer(config, OptimConfig(lr=0.01), run_dir=run_dir, callbacks=list(callbacks))
+        trainer.fit(ClassificationTask(model, data.info), data, resume_from=resume_from)
+        return trainer
+
+    full = fit(tmp_path / "full")
+    before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    with pytest.raises(Stopped) as exc:
+        fit(tmp_path / "stopped", [SendSignal(signal.SIGTERM, epoch=2, batch=4)])
+    assert {s: signal.getsignal(s) for s in before} == before  # fit put the handlers back
+    ckpt = tmp_path / "stopped" / "checkpoints" / "last.safetensors"
+    t = load_state(ckpt)["trainer"]
+    assert (t["epoch"], t["batch_in_epoch"]) == (1, 6) and exc.value.exit_code == 143
+    assert (exc.value.epoch, exc.value.step, exc.value.checkpoint) == (2, t["global_step"], ckpt)
+    resumed = fit(tmp_path / "stopped", resume_from=ckpt)
+    _assert_identical(full.unwrapped_model.state_dict(), resumed.unwrapped_model.state_dict())
+    assert [r["train_loss"] for r in resumed.history] == [r["train_loss"] for r in full.history]
+
+
+def test_divergence_guard_running_median() -> None:
+    from deepfoundry.engine.divergence import DivergenceGuard
+
+    guard = DivergenceGuard(factor=1e3)
+    assert not any(guard.check(1e6) for _ in range(DivergenceGuard.WARMUP - 1))  # not armed yet
+    guard = DivergenceGuard(factor=1e3)
+    values = [2.0] * 40 + [50.0] + [2.3] * 9  # one spike moves a median, not a maximum
+    assert not any(guard.check(v) for v in values) and guard.median == 2.0
+    assert not guard.check(1999.0) and guard.check(2001.0) and guard.check(1e30)
+    small = DivergenceGuard(factor=1e3)  # a loss near 0: the median counts as at least 1
+    assert not any(small.check(1e-6) for _ in range(30)) and not small.check(0.5) and small.check(1001.0)
+    copy = DivergenceGuard(factor=1e3)
+    copy.load_state_dict(guard.state_dict())
+    assert copy.state_dict() == guard.state_dict()
+
+
+def _blow_up_after(monkeypatch, steps: int) -> None:
+    """From training step ``steps + 1`` on, the loss *value* is 1e30 times larger; its gradient is not (a
+    finite blow-up that leaves the weights alone)."""
+    from deepfoundry.tasks.classification import ClassificationTask
+
+    original, count = ClassificationTask.training_step, [0]
+
+    def training_step(self, batch):
+        loss = original(self, batch)
+        count[0] += 1
+        return loss + loss.detach() * 1e30 if count[0] > steps else loss
+
+    monkeypatch.setattr(ClassificationTask, "training_step", training_step)
+
+
+def _train_cli(out: Path, *extra: str) -> tuple[int, str]:
+    import contextlib
+    import io
+
+    from deepfoundry.cli import main
+
+    err = io.StringIO()
+    with pytest.raises(SystemExit) as exc, contextlib.redirect_stderr(err):
+        main(["train", "mlp-digits", "--out", str(out), "--epochs", "4", "--no-report",
+              "--set", "trainer.progress=false", "--set", "trainer.tensorboard=false", *extra])
+    return exc.value.code or 0, err.getvalue()
+
+
+def test_finite_blow_up_warns_once_by_default(tmp_path: Path, monkeypatch) -> None:
+    _blow_up_after(monkeypatch, 40)  # mlp-digits: 21 steps an epoch; every step after the 40th is blown up
+    code, err = _train_cli(tmp_path / "warn")
+    assert code == 0, err
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1, err
+    assert re.match(r"warning: training loss became [\d.]+e\+(29|30) at epoch 2, step 40, above 1000 x its running "
+                    r"median \d\.\d+; training goes on", warnings[0]), warnings[0]
+    records = [json.loads(line) for line in (tmp_path / "warn" / "metrics.jsonl").read_text().splitlines()]
+    warned = [r for r in records if r["kind"] == "warning"]
+    assert len(warned) == 1 and warned[0]["step"] == 40 and warned[0]["divergence"]["loss"] > 1e29
+    assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2, 3, 4]  # the run went on
+
+
+def test_finite_blow_up_stops_with_divergence_stop(tmp_path: Path, monkeypatch) -> None:
+    _blow_up_after(monkeypatch, 40)
+    code, err = _train_cli(tmp_path / "stop", "--set", "trainer.divergence=stop")
+    lines = err.strip().splitlines()
+    assert code == 2 and "Traceback" not in err and not any(line.startswith("warning:") for line in lines), err
+    assert [line for line in lines if line.startswith("error:")] == lines[-1:]
+    last = tmp_path / "stop" / "checkpoints" / "last.safetensors"
+    assert re.match(r"error: training loss became [\d.]+e\+(29|30) at epoch 2, step 40, above 1000 x its running "
+                    rf"median \d\.\d+; the last good checkpoint is kept at {re.escape(str(last))} ",
+                    lines[-1]), lines[-1]
+    assert load_state(last)["trainer"]["global_step"] == 21  # epoch 1's
+
+
+def test_divergence_off(tmp_path: Path, monkeypatch) -> None:
+    _blow_up_after(monkeypatch, 40)
+    code, err = _train_cli(tmp_path / "off", "--set", "trainer.divergence=off")
+    assert code == 0 and "warning:" not in err, err
 
 
 def test_nan_loss_stops_with_clear_error_and_keeps_checkpoint(tmp_path: Path) -> None:

@@ -385,20 +385,44 @@ def augment_preview(
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: runs the app and turns user errors into one ``error:`` line and exit code 2."""
+    """Entry point: runs the app and turns user errors into one ``error:`` line and exit code 2.
+
+    Signals end in one line too, with the shell's code for them (128 + signum): a training run
+    stopped by SIGTERM or SIGINT (:class:`~deepfoundry.engine.signals.Stopped`, after its checkpoint)
+    says where it stopped and how to continue, 143 or 130; Ctrl-C anywhere else prints
+    ``error: interrupted`` (130), SIGTERM ``error: terminated by SIGTERM`` (143).
+    """
+    from .engine.signals import Stopped, Terminated, unwind_on_signals
+
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     args = [a for a in args if a != "--debug"]
-    try:
-        app(args=args, prog_name="deepfoundry")  # usage errors: typer prints them and exits 2
-    except DeepfoundryError as exc:
-        if debug:
+    with unwind_on_signals() as received:
+        try:
+            app(args=args, prog_name="deepfoundry")  # usage errors: typer prints them and exits 2
+        except Stopped as exc:
+            if debug:
+                raise
+            print(exc, file=sys.stderr)
+            sys.exit(exc.exit_code)
+        except DeepfoundryError as exc:
+            if debug:
+                raise
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        except SystemExit as exc:
+            if received.signum or exc.code == 130:  # typer turns a KeyboardInterrupt into a silent exit 130
+                print("error: interrupted", file=sys.stderr)
+                sys.exit(130)
             raise
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
+        except KeyboardInterrupt:
+            print("error: interrupted", file=sys.stderr)
+            sys.exit(130)
+        except Terminated:
+            if debug:
+                raise
+            print("error: terminated by SIGTERM", file=sys.stderr)
+            sys.exit(143)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ from . import callbacks as cbs
 from .contracts import Data, Loader, TrainableTask
 from .rundir import RunDirectory
 from .checkpoint import load_state, save_state
+from .divergence import DivergenceGuard
+from .signals import StopFlag, Stopped, graceful_stop
 from .unfreeze import gradual_unfreezing_for
 
 
@@ -83,6 +85,8 @@ class Trainer:
         self.schedule = Schedule(None, "step")
         self.scaler: torch.amp.GradScaler | None = None
         self.steps_per_epoch_batches = 0
+        self.stop_signal = StopFlag()  # set by SIGTERM/SIGINT while fit runs (engine/signals.py)
+        self.divergence = DivergenceGuard(self.config.divergence_factor) if self.config.divergence != "off" else None
 
     # ------------------------------------------------------------------ setup
     def _default_callbacks(self) -> list[cbs.Callback]:
@@ -173,36 +177,40 @@ class Trainer:
         if resume_from is not None:  # a checkpoint path, or a state already read with load_state
             self._restore(resume_from if isinstance(resume_from, dict) else load_state(resume_from))
             self.resumed_from = Path(self.run_dir or ".") if isinstance(resume_from, dict) else Path(resume_from)
-        for cb in self.callbacks:
-            cb.on_fit_start(self)
-        try:
-            while self.epoch < self.epochs and not self.should_stop:
-                for cb in self.callbacks:
-                    cb.on_epoch_start(self, self.epoch)
-                started = time.perf_counter()
-                train_loss = self._train_epoch(data.train)
-                val = self.evaluate(data.val) if data.val.num_samples else {}
-                for cb in self.callbacks:
-                    cb.on_validation_end(self, val)
-                seconds = time.perf_counter() - started
-                self.elapsed += seconds
-                record = {"kind": "epoch", "epoch": self.epoch + 1, "step": self.global_step, "train_loss": train_loss}
-                record.update({f"val_{k}": v for k, v in val.items() if isinstance(v, (int, float))})
-                record.update(lr=self.current_lr(), epoch_seconds=seconds, elapsed=self.elapsed)
-                if self.schedule.interval == "epoch" and self.schedule.scheduler is not None:
-                    self.schedule.scheduler.step(cbs.monitored(record, self.config.monitor))
-                self.log(record)
-                self.epoch += 1
-                self.batch_in_epoch = 0
-                self._loss_sum, self._loss_count = 0.0, 0
-                for cb in self.callbacks:
-                    cb.on_epoch_end(self, record)
-        finally:
-            torch.set_num_threads(self._threads_before)
-            if self.config.compile:
-                task.model = self.unwrapped_model
+        with graceful_stop() as self.stop_signal:  # SIGTERM/SIGINT: checkpoint at the next step, raise Stopped
             for cb in self.callbacks:
-                cb.on_fit_end(self)
+                cb.on_fit_start(self)
+            try:
+                while self.epoch < self.epochs and not self.should_stop:
+                    for cb in self.callbacks:
+                        cb.on_epoch_start(self, self.epoch)
+                    started = time.perf_counter()
+                    train_loss = self._train_epoch(data.train)
+                    val = self.evaluate(data.val) if data.val.num_samples else {}
+                    for cb in self.callbacks:
+                        cb.on_validation_end(self, val)
+                    seconds = time.perf_counter() - started
+                    self.elapsed += seconds
+                    record = {"kind": "epoch", "epoch": self.epoch + 1, "step": self.global_step,
+                              "train_loss": train_loss}
+                    record.update({f"val_{k}": v for k, v in val.items() if isinstance(v, (int, float))})
+                    record.update(lr=self.current_lr(), epoch_seconds=seconds, elapsed=self.elapsed)
+                    if self.schedule.interval == "epoch" and self.schedule.scheduler is not None:
+                        self.schedule.scheduler.step(cbs.monitored(record, self.config.monitor))
+                    self.log(record)
+                    self.epoch += 1
+                    self.batch_in_epoch = 0
+                    self._loss_sum, self._loss_count = 0.0, 0
+                    for cb in self.callbacks:
+                        cb.on_epoch_end(self, record)
+                    if self.stop_signal.signum:  # a signal during validation: stop at this epoch's end
+                        self._stop_on_signal()
+            finally:
+                torch.set_num_threads(self._threads_before)
+                if self.config.compile:
+                    task.model = self.unwrapped_model
+                for cb in self.callbacks:
+                    cb.on_fit_end(self)
         stopped = next((cb for cb in self.callbacks if isinstance(cb, cbs.EarlyStopping) and cb.restored), None)
         if self.config.restore_best and stopped is None:  # early stopping already put its best weights back
             best = next((cb for cb in self.callbacks if isinstance(cb, cbs.Checkpoint)), None)
@@ -222,6 +230,7 @@ class Trainer:
         loss_sum_t = torch.zeros((), device=self.device)
         move = self.device.type != "cpu" or c.channels_last  # CPU tensors need no copy
         augment = getattr(loader, "batch_transform", None)  # data.augment: training batches only, on the device
+        stop, guard = self.stop_signal, self.divergence
         for batch in loader.epoch_batches(self.epoch, skip=self.batch_in_epoch):
             if move:
                 batch = self._to_device(batch)
@@ -233,6 +242,8 @@ class Trainer:
                 value = loss.item()
                 if not math.isfinite(value):
                     self._diverged(value)
+                if guard is not None and guard.check(value):
+                    self._blew_up(value)
                 self._loss_sum += value
             else:
                 loss_sum_t += loss.detach()
@@ -240,6 +251,8 @@ class Trainer:
                     value = float(loss.detach())
                     if not math.isfinite(value):
                         self._diverged(value)
+                    if guard is not None and guard.check(value):
+                        self._blew_up(value)
             self._loss_count += 1
             self.batch_in_epoch += 1
             if not manual:
@@ -268,15 +281,45 @@ class Trainer:
                           "train_loss": float(loss.detach()), "lr": self.current_lr()})
             for cb in batch_end:
                 cb.on_train_batch_end(self, loss)
+            if stop.signum and (self.batch_in_epoch % self.accumulate == 0 or self.batch_in_epoch == n_batches):
+                self._stop_on_signal(loss_sum_t)  # at an optimizer-step boundary, where a checkpoint resumes exactly
         if not on_cpu:
             self._loss_sum += float(loss_sum_t)
         return self._loss_sum / max(1, self._loss_count)
 
-    def _diverged(self, value: float) -> None:
+    def _diverged(self, value: float, why: str = "") -> None:
         last = self.run_dir / "checkpoints" / "last.safetensors" if self.run_dir else None
         kept = f"; the last good checkpoint is kept at {last}" if last is not None and last.exists() else ""
         raise TrainingDiverged(f"training loss became {value} at epoch {self.epoch + 1}, step {self.global_step}"
-                               f"{kept} (try a lower --lr or trainer.grad_clip)")
+                               f"{why}{kept} (try a lower --lr or trainer.grad_clip)")
+
+    def _blew_up(self, value: float) -> None:
+        """A finite loss above ``divergence_factor`` x its running median: stop (``trainer.divergence=stop``)
+        or warn once (``warn``) on stderr and in metrics.jsonl."""
+        guard = self.divergence
+        why = f", above {self.config.divergence_factor:g} x its running median {guard.median:.4g}"
+        if self.config.divergence == "stop":
+            self._diverged(value, why)
+        if guard.warned:
+            return
+        guard.warned = True
+        message = (f"training loss became {value:.4g} at epoch {self.epoch + 1}, step {self.global_step}{why}; "
+                   f"training goes on (trainer.divergence=stop stops here; try a lower --lr or trainer.grad_clip)")
+        self.progress.console.print(f"warning: {message}", highlight=False)
+        self.log({"kind": "warning", "epoch": self.epoch + 1, "step": self.global_step, "message": message,
+                  "divergence": {"loss": value, "median": guard.median, "factor": self.config.divergence_factor}})
+
+    def _stop_on_signal(self, pending_loss_sum: torch.Tensor | None = None) -> None:
+        """Write ``checkpoints/last.safetensors`` (with a run directory) and raise :class:`Stopped`."""
+        if pending_loss_sum is not None and self.device.type != "cpu":  # the epoch's loss sum, kept on the device
+            self._loss_sum += float(pending_loss_sum)
+            pending_loss_sum.zero_()
+        ckpt = next((cb for cb in self.callbacks if isinstance(cb, cbs.Checkpoint)), None)
+        path = ckpt.last_path if ckpt is not None and self.run_dir is not None else None
+        if path is not None:
+            self.save_checkpoint(path)
+        raise Stopped(self.stop_signal.name, epoch=self.epoch + 1 if self.batch_in_epoch else self.epoch,
+                      step=self.global_step, checkpoint=path, run_dir=self.run_dir)
 
     @torch.no_grad()
     def evaluate(self, loader: Loader, task: TrainableTask | None = None) -> dict[str, Any]:
@@ -326,6 +369,7 @@ class Trainer:
                         "loss_sum": self._loss_sum, "loss_count": self._loss_count, "elapsed": self.elapsed},
             "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
             "history": self.history,
+            "divergence": self.divergence.state_dict() if self.divergence is not None else None,
         }
 
     def save_checkpoint(self, path: str | Path) -> None:
@@ -356,3 +400,5 @@ class Trainer:
         for cb in self.callbacks:
             cb.load_state_dict(state.get("callbacks", {}).get(type(cb).__name__, {}))
         self.history = list(state.get("history", []))
+        if self.divergence is not None:
+            self.divergence.load_state_dict(state.get("divergence") or {})

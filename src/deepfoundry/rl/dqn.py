@@ -42,6 +42,7 @@ from ..engine.checkpoint import save_state
 from ..engine.logging import JsonlWriter, StepProgress
 from ..engine.rundir import RunDirectory
 from ..engine.seeding import seed_everything
+from ..engine.signals import Stopped, graceful_stop
 from ..errors import DeepfoundryError
 from ..models import build_model, qnet  # noqa: F401  (registers qnet_mlp / qnet_cnn)
 from ..optim import build_optimizer
@@ -216,6 +217,9 @@ def train_rl(cfg: RunConfig, run_dir: RunDirectory | str | Path, resume_state: d
     model.safetensors + model.json and results.json. Progress (a bar over environment steps on a
     terminal, one line per periodic evaluation) goes to stderr when ``trainer.progress`` is on.
     The Q-network trains on the CPU (small networks, one environment step per forward pass).
+    SIGTERM or SIGINT stops the loop after the current environment step: it writes the checkpoint and
+    raises :class:`~deepfoundry.engine.signals.Stopped` (a resume is exact when the signal falls between
+    episodes with ``num_envs=1``; otherwise the resume starts new episodes).
 
     >>> from deepfoundry.config import load_config
     >>> path = train_rl(load_config("dqn-cartpole", {"task.total_steps": 5000}), RunDirectory("runs/cartpole"))
@@ -291,76 +295,86 @@ def _train_rl(cfg: RunConfig, run_dir: RunDirectory | str | Path, resume_state: 
     if resume_state is not None:
         bar.print(f"resumed at step {step}, episode {episode}")
     try:
-        while step < args.total_steps:
-            # 1. act epsilon-greedily in every copy; store (n-step) transitions, bootstrapping unless *terminated*
-            epsilon = linear_schedule(args.initial_epsilon, args.final_epsilon,
-                                      args.exploration_fraction * args.total_steps, step)
-            actions = agent.act(obs, epsilon, rng)
-            next_obs, rewards, terminated, truncated, _ = envs.step(actions)
-            ended = False
-            for i in range(n_envs):
-                if resetting[i]:  # this copy was just reset: next_obs[i] is a first observation, no transition
-                    continue
-                if step >= args.total_steps:
-                    break
-                for transition in nsteps[i].push(obs[i], int(actions[i]), float(rewards[i]), next_obs[i],
-                                                 bool(terminated[i]), bool(truncated[i])):
-                    buffer.add(*transition)
-                step += 1
-                returns[i], lengths[i] = returns[i] + float(rewards[i]), lengths[i] + 1
+        with graceful_stop() as stop:  # SIGTERM/SIGINT: checkpoint at the next step boundary, raise Stopped
+            while step < args.total_steps:
+                # 1. act epsilon-greedily in every copy; store (n-step) transitions, bootstrapping unless *terminated*
+                epsilon = linear_schedule(args.initial_epsilon, args.final_epsilon,
+                                          args.exploration_fraction * args.total_steps, step)
+                actions = agent.act(obs, epsilon, rng)
+                next_obs, rewards, terminated, truncated, _ = envs.step(actions)
+                ended = False
+                for i in range(n_envs):
+                    if resetting[i]:  # this copy was just reset: next_obs[i] is a first observation, no transition
+                        continue
+                    if step >= args.total_steps:
+                        break
+                    for transition in nsteps[i].push(obs[i], int(actions[i]), float(rewards[i]), next_obs[i],
+                                                     bool(terminated[i]), bool(truncated[i])):
+                        buffer.add(*transition)
+                    step += 1
+                    returns[i], lengths[i] = returns[i] + float(rewards[i]), lengths[i] + 1
 
-                # 2. every train_freq steps: gradient_steps updates on minibatches (lr decays linearly)
-                if step > args.learning_starts and step % args.train_freq == 0:
-                    lr = base_lr * linear_schedule(1.0, args.final_lr_fraction, args.total_steps, step)
-                    for group in agent.optimizer.param_groups:
-                        group["lr"] = lr
-                    beta = linear_schedule(args.priority_beta, 1.0, args.total_steps, step)
-                    for _ in range(args.gradient_steps):
-                        batch = buffer.sample(args.batch_size, rng, beta)
-                        loss, q_mean, td_errors = agent.update(batch)
-                        buffer.update_priorities(batch["indices"], td_errors)
-                        updates += 1
-                # 3. the target network follows every target_update steps
-                if step % args.target_update == 0:
-                    agent.update_target()
-                if step % args.log_every == 0:
-                    log.write({"kind": "train", "step": step, "loss": loss, "q_mean": q_mean, "epsilon": epsilon,
-                               "updates": updates, "lr": agent.optimizer.param_groups[0]["lr"]})
-                if terminated[i] or truncated[i]:
-                    episode, ended = episode + 1, True
-                    log.write({"kind": "episode", "step": step, "episode": episode, "return": float(returns[i]),
-                               "length": int(lengths[i]), "epsilon": epsilon})
-                    returns[i], lengths[i] = 0.0, 0
+                    # 2. every train_freq steps: gradient_steps updates on minibatches (lr decays linearly)
+                    if step > args.learning_starts and step % args.train_freq == 0:
+                        lr = base_lr * linear_schedule(1.0, args.final_lr_fraction, args.total_steps, step)
+                        for group in agent.optimizer.param_groups:
+                            group["lr"] = lr
+                        beta = linear_schedule(args.priority_beta, 1.0, args.total_steps, step)
+                        for _ in range(args.gradient_steps):
+                            batch = buffer.sample(args.batch_size, rng, beta)
+                            loss, q_mean, td_errors = agent.update(batch)
+                            buffer.update_priorities(batch["indices"], td_errors)
+                            updates += 1
+                    # 3. the target network follows every target_update steps
+                    if step % args.target_update == 0:
+                        agent.update_target()
+                    if step % args.log_every == 0:
+                        log.write({"kind": "train", "step": step, "loss": loss, "q_mean": q_mean, "epsilon": epsilon,
+                                   "updates": updates, "lr": agent.optimizer.param_groups[0]["lr"]})
+                    if terminated[i] or truncated[i]:
+                        episode, ended = episode + 1, True
+                        log.write({"kind": "episode", "step": step, "episode": episode, "return": float(returns[i]),
+                                   "length": int(lengths[i]), "epsilon": epsilon})
+                        returns[i], lengths[i] = 0.0, 0
 
-                # 4. periodic greedy evaluation (its time is not training time)
-                if args.eval_every and step % args.eval_every == 0:
-                    train_seconds += time.perf_counter() - tick
-                    mean, std = greedy_returns(agent, args.env_id, args.eval_episodes, eval_seed,
-                                               args.max_episode_steps)
-                    if first_reach is None and args.target_return is not None and mean >= args.target_return:
-                        first_reach = {"env_steps": step, "train_seconds": round(train_seconds, 3)}
-                    if best is None or mean >= best["mean_return"]:  # ties: the later, longer-trained weights
-                        best = {"mean_return": mean, "step": step,
-                                "q_network": copy.deepcopy(agent.q_network.state_dict())}
-                    log.write({"kind": "eval", "step": step, "mean_return": mean, "std_return": std,
-                               "train_seconds": train_seconds})
-                    bar.print(f"step {step:>7d}  eval mean {mean:8.2f} +- {std:6.2f}  epsilon {epsilon:.3f}  "
-                              f"loss {loss:.4f}  ({train_seconds:.1f}s training)")
-                    tick = time.perf_counter()
-            if bar.active:
-                bar.update(step, f"episode {episode}  epsilon {epsilon:.3f}  loss {loss:.4f}")
-            obs, resetting = next_obs, terminated | truncated
-            if n_envs == 1 and resetting[0]:  # one copy: reset here, so a checkpoint resumes exactly
-                if ended and step - last_ckpt >= args.checkpoint_every:
+                    # 4. periodic greedy evaluation (its time is not training time)
+                    if args.eval_every and step % args.eval_every == 0:
+                        train_seconds += time.perf_counter() - tick
+                        mean, std = greedy_returns(agent, args.env_id, args.eval_episodes, eval_seed,
+                                                   args.max_episode_steps)
+                        if first_reach is None and args.target_return is not None and mean >= args.target_return:
+                            first_reach = {"env_steps": step, "train_seconds": round(train_seconds, 3)}
+                        if best is None or mean >= best["mean_return"]:  # ties: the later, longer-trained weights
+                            best = {"mean_return": mean, "step": step,
+                                    "q_network": copy.deepcopy(agent.q_network.state_dict())}
+                        log.write({"kind": "eval", "step": step, "mean_return": mean, "std_return": std,
+                                   "train_seconds": train_seconds})
+                        bar.print(f"step {step:>7d}  eval mean {mean:8.2f} +- {std:6.2f}  epsilon {epsilon:.3f}  "
+                                  f"loss {loss:.4f}  ({train_seconds:.1f}s training)")
+                        tick = time.perf_counter()
+                if bar.active:
+                    bar.update(step, f"episode {episode}  epsilon {epsilon:.3f}  loss {loss:.4f}")
+                obs, resetting = next_obs, terminated | truncated
+                if n_envs == 1 and resetting[0]:  # one copy: reset here, so a checkpoint resumes exactly
+                    if ended and (step - last_ckpt >= args.checkpoint_every or stop.signum):
+                        train_seconds += time.perf_counter() - tick
+                        checkpoint()
+                        last_ckpt, tick = step, time.perf_counter()
+                        if stop.signum:  # a signal at an episode's end: the resume is exact
+                            raise Stopped(stop.name, step=step, checkpoint=run.last_checkpoint, run_dir=run.path)
+                    obs, _ = envs.reset()
+                    resetting[:] = False
+                elif n_envs > 1 and step - last_ckpt >= args.checkpoint_every:  # resume restarts open episodes
                     train_seconds += time.perf_counter() - tick
                     checkpoint()
                     last_ckpt, tick = step, time.perf_counter()
-                obs, _ = envs.reset()
-                resetting[:] = False
-            elif n_envs > 1 and step - last_ckpt >= args.checkpoint_every:  # resume restarts open episodes
-                train_seconds += time.perf_counter() - tick
-                checkpoint()
-                last_ckpt, tick = step, time.perf_counter()
+                # SIGTERM/SIGINT mid-episode: a gymnasium environment's own state (CartPole's pole, an emulator)
+                # cannot be saved in general, so the resume starts a new episode, as for num_envs > 1; the
+                # open episode's transitions stay in the buffer, its last n-1 (n-step) and its return are dropped.
+                if stop.signum:
+                    train_seconds += time.perf_counter() - tick
+                    checkpoint()
+                    raise Stopped(stop.name, step=step, checkpoint=run.last_checkpoint, run_dir=run.path)
         bar.stop()
         train_seconds += time.perf_counter() - tick
         checkpoint()  # a later resume (with a larger total_steps) starts a new episode
