@@ -366,11 +366,25 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "rng": rng,
             "trainer": {"epochs": self.epochs, "epoch": self.epoch, "global_step": self.global_step, "batch_in_epoch": self.batch_in_epoch,
+                        "base_lr": self.optim_config.lr,
                         "loss_sum": self._loss_sum, "loss_count": self._loss_count, "elapsed": self.elapsed},
             "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
             "history": self.history,
             "divergence": self.divergence.state_dict() if self.divergence is not None else None,
         }
+
+    def _scale_lr(self, ratio: float) -> None:
+        """Multiply every learning rate (each group's, and what the schedule computes them from) by ``ratio``."""
+        for opt in self.optimizers.values():
+            for group in opt.param_groups:
+                for key in ("lr", "initial_lr", "max_lr", "min_lr"):
+                    if isinstance(group.get(key), (int, float)):
+                        group[key] *= ratio
+        sched = self.schedule.scheduler
+        for attr in ("base_lrs", "_last_lr"):
+            values = getattr(sched, attr, None)
+            if isinstance(values, list):
+                setattr(sched, attr, [v * ratio if isinstance(v, (int, float)) else v for v in values])
 
     def save_checkpoint(self, path: str | Path) -> None:
         save_state(path, self.state_dict())
@@ -389,6 +403,9 @@ class Trainer:
                     setattr(sched, k, v)
             if self.scaler and state.get("scaler"):
                 self.scaler.load_state_dict(state["scaler"])
+            base_lr = state["trainer"].get("base_lr", self.optim_config.lr)
+            if base_lr != self.optim_config.lr:  # a resume with a new optim.lr: every rate scales from now on
+                self._scale_lr(self.optim_config.lr / base_lr)
             t = state["trainer"]
         except (KeyError, RuntimeError, ValueError) as exc:
             raise DeepfoundryError(f"checkpoint does not match this model/optimizer: {str(exc).splitlines()[0]}") from exc
