@@ -78,3 +78,30 @@ def test_configuration_reference_lists_every_key():
 
     missing = [k for k in keys(RunConfig) if f"`{k}`" not in doc]
     assert not missing, f"docs/configuration.md lacks {missing}"
+
+
+def test_yaml_error_has_line_and_column_and_empty_files_are_refused(tmp_path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ntrainer: {epochs: [1, }\n")
+    with pytest.raises(DeepfoundryError, match=r"not valid YAML at line 2, column \d+: "):
+        load_config(str(bad))
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing\n")
+    with pytest.raises(DeepfoundryError, match=r"config file '.*empty.yaml' is empty"):
+        load_config(str(empty))
+    folder = tmp_path / "folder.yaml"
+    folder.mkdir()
+    with pytest.raises(DeepfoundryError, match=r"config file '.*folder.yaml' is a directory"):
+        load_config(str(folder))
+
+
+@pytest.mark.parametrize("overrides, pattern", [
+    ({"seed": -1}, r"config key 'seed'"), ({"seed": 2**32}, r"config key 'seed'"),
+    ({"optim.lr": float("inf")}, r"config key 'optim.lr': expected a finite number"),
+    ({"model.sizes": [1, float("nan")]}, r"config key 'model.sizes.1': expected a finite number"),
+    ({"data.a..b": 1}, r"has an empty part"),
+    ({"trainer.x\ny": 1}, r"^unknown config key 'trainer.x\\ny'$"),
+])
+def test_values_no_generator_or_builder_takes_are_refused(overrides: dict, pattern: str) -> None:
+    with pytest.raises(DeepfoundryError, match=pattern):
+        load_config("lenet5-digits", overrides)

@@ -194,3 +194,17 @@ def test_adult_recipe_reaches_84_percent(tmp_path: Path) -> None:
     run = deepfoundry.train("mlp-adult", overrides={**FAST_API, "data.root": str(root)}, out=tmp_path / "adult")
     assert run.info["num_train"] + run.info["num_val"] + run.info["num_test"] == 32561
     assert run.results["test"]["accuracy"] >= 0.84, run.results["test"]
+
+
+def test_no_rows_transform_and_the_smallest_table() -> None:
+    from deepfoundry.data.tabular import check_table_size
+
+    frame = pd.DataFrame({"age": [20.0, None, 40.0], "city": ["a", "b", None]})
+    for encoding in ENCODINGS:
+        pre = TabularPreprocessor.fit(frame, ["age"], ["city"], encoding=encoding)
+        assert pre.transform(frame.iloc[:0]).shape == (0, len(pre.feature_names))  # an empty val split
+    check_table_size(7, 0.1, 0.2, "t.csv")
+    with pytest.raises(DeepfoundryError, match=r"t.csv has 6 rows .* 5 train / 0 val / 1 test .* at least 7 rows"):
+        check_table_size(6, 0.1, 0.2, "t.csv")
+    with pytest.raises(DeepfoundryError, match=r"numeric column 'age' has an infinite value"):
+        numeric_frame(pd.DataFrame({"age": [1.0, float("inf")]}), ["age"])

@@ -180,12 +180,13 @@ class Run:
             hint = (" (it has a checkpoint: finish it with 'deepfoundry train --resume " f"{self.path}')"
                     if (self.path / "checkpoints" / "last.safetensors").exists() else "")
             raise DeepfoundryError(f"'{self.path}' is not a finished run directory (no model.json){hint}")
-        try:
-            self.meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise DeepfoundryError(f"'{meta_path}' is corrupt: {exc}") from None
+        self.meta: dict[str, Any] = _read_json_object(meta_path)
+        _check_keys(self.meta, meta_path, MODEL_JSON_KEYS)
         self.config: RunConfig = validate(read_yaml(self.path / "config.yaml"))
         self.info: dict[str, Any] = self.meta["info"]
+        results_path = self.path / "results.json"
+        if results_path.exists():  # checked here so that Run.results and every verb reading it can trust it
+            _check_keys(_read_json_object(results_path), results_path, RESULTS_JSON_KEYS)
         self._task: Task | None = None
 
     def __repr__(self) -> str:
@@ -197,18 +198,27 @@ class Run:
         if self._task is None:
             m = self.meta["model"]
             ctx = dict(m["context"])
-            if "input_size" in ctx:
-                ctx["input_size"] = tuple(ctx["input_size"])
             # initial-weight sources (transfer learning) are not needed: the run's own weights replace them
             kwargs = {k: v for k, v in m["kwargs"].items() if k not in ("weights", "weights_file", "weights_run")}
-            model = build_model(m["name"], kwargs, ctx)
-            state = load_weights(self.path / "model.safetensors")
+            meta_path, weights_path = self.path / "model.json", self.path / "model.safetensors"
+            try:  # model.json's values reach the builders as they are: a wrong one is the file's fault
+                if "input_size" in ctx:
+                    ctx["input_size"] = tuple(ctx["input_size"])
+                model = build_model(m["name"], kwargs, ctx)
+            except (TypeError, ValueError, KeyError, IndexError, OverflowError, RuntimeError) as exc:
+                raise DeepfoundryError(f"'{meta_path}' describes a model {m['name']!r} that cannot be built: "
+                                       f"{_one_line(exc)}") from exc
+            state = load_weights(weights_path)
             try:
                 model.load_state_dict(state)
             except RuntimeError as exc:
-                raise DeepfoundryError(f"weights in '{self.path / 'model.safetensors'}' do not fit model "
-                                       f"{m['name']!r}: {str(exc).splitlines()[0]}") from None
-            self._task = build_task(self.config.task, model, self.info).eval()
+                raise DeepfoundryError(f"weights in '{weights_path}' do not fit model {m['name']!r}: "
+                                       f"{_state_mismatch(model.state_dict(), state) or _one_line(exc)}") from None
+            try:
+                self._task = build_task(self.config.task, model, self.info).eval()
+            except (TypeError, ValueError, KeyError, IndexError, AttributeError) as exc:
+                raise DeepfoundryError(f"the task {self.config.task.name!r} cannot be built from '{meta_path}' "
+                                       f"(info): {_one_line(exc)}") from exc
         return self._task
 
     @property
@@ -316,6 +326,72 @@ class Run:
         """Reinforcement-learning runs: the greedy policy's mean and standard deviation of the return over
         ``episodes`` episodes (seeds ``seed``, ``seed + 1``, ...); ``record`` writes a GIF of the first."""
         return self._capability("play", "a reinforcement-learning run (e.g. dqn-cartpole)")(episodes, seed, record)
+
+
+# What a run's JSON files must hold (key path -> type), checked when the run is opened so that a damaged
+# file is one line naming the file and the key, not a KeyError later.
+MODEL_JSON_KEYS: dict[str, Any] = {"model": dict, "model.name": str, "model.kwargs": dict, "model.context": dict,
+                                   "info": dict, "info.input_kind?": str, "info.class_names?": list,
+                                   "info.num_classes?": int, "info.input_shape?": list,
+                                   "info.preprocess?": (dict, None)}
+RESULTS_JSON_KEYS: dict[str, Any] = {"test?": dict, "val?": dict, "eval?": dict, "seconds?": (int, float, None)}
+
+
+def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, KeyError) and exc.args:  # str(KeyError('k')) is just "'k'"
+        return f"missing key {exc.args[0]!r}"
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    """A run's JSON file that must hold one object; anything else is a one-line error naming the file."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DeepfoundryError(f"'{path}' is corrupt: {exc}") from None
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise DeepfoundryError(f"'{path}' is corrupt: {_one_line(exc)}") from None
+    except OSError as exc:
+        raise DeepfoundryError(f"cannot read '{path}': {exc.strerror or exc}") from None
+    if not isinstance(obj, dict):
+        raise DeepfoundryError(f"'{path}' must hold a JSON object, received {type(obj).__name__}; the run directory "
+                               f"is damaged")
+    return obj
+
+
+def _check_keys(obj: dict[str, Any], path: Path, keys: dict[str, Any]) -> None:
+    """Each dotted key of ``keys`` (``?``: optional) is present with its type(s); ``None`` in a tuple allows null."""
+    for dotted, kinds in keys.items():
+        optional, names = dotted.endswith("?"), dotted.rstrip("?").split(".")
+        node: Any = obj
+        for name in names[:-1]:
+            node = node[name]  # the sections themselves come first in ``keys``
+        if names[-1] not in node:
+            if optional:
+                continue
+            raise DeepfoundryError(f"'{path}' lacks the key '{dotted}'; the run directory is damaged (retrain it)")
+        value, kinds = node[names[-1]], kinds if isinstance(kinds, tuple) else (kinds,)
+        types = tuple(type(None) if k is None else k for k in kinds)
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            expected = " or ".join("null" if k is None else {dict: "an object", list: "a list", str: "a string",
+                                                             int: "an integer", float: "a number"}[k] for k in kinds)
+            raise DeepfoundryError(f"'{path}': key '{dotted.rstrip('?')}' must be {expected}, received "
+                                   f"{type(value).__name__}; the run directory is damaged (retrain it)")
+
+
+def _state_mismatch(expected: dict[str, Any], found: dict[str, Any], shown: int = 3) -> str:
+    """How a state dict differs from what the model holds, in one line: the first few names of each kind."""
+    def some(names: list[str]) -> str:
+        more = f" and {len(names) - shown} more" if len(names) > shown else ""
+        return ", ".join(names[:shown]) + more
+
+    missing = [k for k in expected if k not in found]
+    unexpected = [k for k in found if k not in expected]
+    shapes = [f"{k} (file {list(found[k].shape)}, model {list(expected[k].shape)})" for k in expected
+              if k in found and tuple(found[k].shape) != tuple(expected[k].shape)]
+    parts = [f"{label}: {some(names)}" for label, names in (("missing keys", missing), ("unexpected keys", unexpected),
+                                                           ("shape mismatches", shapes)) if names]
+    return "; ".join(parts)
 
 
 def _flatten_answer(row: dict[str, Any]) -> dict[str, Any]:

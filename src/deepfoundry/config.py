@@ -16,6 +16,7 @@ naming the key, e.g. ``config key 'trainer.epochs': expected an integer, receive
 from __future__ import annotations
 
 import copy
+import math
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -141,7 +142,7 @@ class TrainerConfig(_Strict):
 class RunConfig(_Strict):
     name: str = Field("run", description="recipe or run name")
     description: str = Field("", description="one line shown by 'deepfoundry list recipes'")
-    seed: int = Field(0, description="seed of every random generator")
+    seed: int = Field(0, ge=0, lt=2**32, description="seed of every random generator (0 to 2**32 - 1)")
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     task: TaskConfig = Field(default_factory=TaskConfig)
@@ -149,18 +150,42 @@ class RunConfig(_Strict):
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
 
 
+def _shown(key: Any) -> str:
+    """A key as an error message shows it: on one line (``\\n`` and other control characters escaped)."""
+    text = str(key)
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
 def _format_validation_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
-    key = ".".join(str(p) for p in err["loc"])
+    key = _shown(".".join(str(p) for p in err["loc"]))
     if err["type"] == "extra_forbidden":
         return f"unknown config key '{key}'"
-    received = err.get("input")
-    return f"config key '{key}': {err['msg'][0].lower()}{err['msg'][1:]}, received {received!r}"
+    received = repr(err.get("input"))
+    if len(received) > 80:
+        received = received[:77] + "..."
+    return f"config key '{key}': {err['msg'][0].lower()}{err['msg'][1:]}, received {received}"
+
+
+def _check_values(tree: Any, prefix: str = "", inside: tuple[int, ...] = ()) -> None:
+    """Refuse NaN and infinite numbers anywhere in a raw config (builder keys included; nothing takes them and a
+    YAML round trip would not keep them) and values that contain themselves (a YAML alias inside its anchor)."""
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list) else ()
+    for k, v in items:
+        key = f"{prefix}{_shown(k)}"
+        if isinstance(v, float) and not math.isfinite(v):
+            raise DeepfoundryError(f"config key '{key}': expected a finite number, received {v!r}")
+        if isinstance(v, (dict, list)):
+            if id(v) in inside:
+                raise DeepfoundryError(f"config key '{key}' contains itself (a YAML alias inside its own anchor)")
+            _check_values(v, f"{key}.", (*inside, id(v)))
 
 
 def validate(raw: dict[str, Any]) -> RunConfig:
+    """A raw mapping -> :class:`RunConfig`; unknown keys, wrong types and non-finite numbers are one-line errors."""
     if not isinstance(raw, dict):
         raise DeepfoundryError(f"a config must be a mapping, received {type(raw).__name__}")
+    _check_values(raw, inside=(id(raw),))
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
@@ -176,15 +201,59 @@ def recipe_path(name: str) -> Path:
     return Path(str(resources.files("deepfoundry") / "recipes" / f"{name}.yaml"))
 
 
+def _kind(value: Any) -> str:
+    """What a YAML value is, in words: ``a list``, ``a string``, ``a number`` ..."""
+    kinds = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+    return kinds.get(type(value), f"a {type(value).__name__}")
+
+
+def _yaml_error(exc: yaml.YAMLError, text: str) -> str:
+    """Where a YAML error is (line and column, from 1) and what it is, in one line."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if isinstance(exc, yaml.MarkedYAMLError):
+        what = " ".join(str(p) for p in (exc.problem, exc.context and f"({exc.context})") if p)
+    elif isinstance(exc, yaml.reader.ReaderError):  # a character YAML does not allow (control characters)
+        before = text[:exc.position]
+        line, column = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
+        char = chr(exc.character) if isinstance(exc.character, int) else str(exc.character)
+        return f"at line {line}, column {column}: character {char!r} is not allowed in YAML"
+    else:
+        what = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    where = f"at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else "in it"
+    return f"{where}: {' '.join(what.split())}"
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
+    """The mapping at the top of a YAML file. A directory, a missing, unreadable, empty or invalid file, or
+    one whose top level is not a mapping is a one-line :class:`DeepfoundryError` (with the line and column
+    of a syntax error)."""
+    path, what = Path(path), "config file"
+    if path.is_dir():
+        raise DeepfoundryError(f"{what} '{path}' is a directory, not a YAML file")
     if not path.is_file():
-        raise DeepfoundryError(f"config file '{path}' does not exist")
+        raise DeepfoundryError(f"{what} '{path}' does not exist")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise DeepfoundryError(f"config file '{path}' is not valid YAML: {str(exc).splitlines()[0]}") from None
-    return raw or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        byte = exc.object[exc.start:exc.start + 1]
+        raise DeepfoundryError(f"{what} '{path}' is not UTF-8 text (byte {exc.start} is {byte!r})") from None
+    except OSError as exc:
+        raise DeepfoundryError(f"cannot read {what} '{path}': {exc.strerror or exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise DeepfoundryError(f"{what} '{path}' is not valid YAML {_yaml_error(exc, text)}") from None
+    except (ValueError, OverflowError) as exc:  # a value YAML recognises but Python cannot build: 2001-02-30
+        raise DeepfoundryError(f"{what} '{path}' holds a value that cannot be read: {exc}") from None
+    except RecursionError:
+        raise DeepfoundryError(f"{what} '{path}' nests lists or mappings too deeply to be a config") from None
+    if raw is None:
+        raise DeepfoundryError(f"{what} '{path}' is empty; a config needs at least the keys it changes "
+                               f"(see 'deepfoundry list recipes' for complete ones)")
+    if not isinstance(raw, dict):
+        raise DeepfoundryError(f"{what} '{path}' must be a mapping of config keys (name: ..., data: {{...}}, ...), "
+                               f"received {_kind(raw)}")
+    return raw
 
 
 def load_raw(recipe_or_path: str | Path) -> dict[str, Any]:
@@ -196,6 +265,8 @@ def load_raw(recipe_or_path: str | Path) -> dict[str, Any]:
         raw = read_yaml(recipe_path(text))
         raw.setdefault("name", text)
         return raw
+    if Path(text).is_dir():
+        raise DeepfoundryError(f"'{text}' is a directory, not a recipe name or a config file (CONFIG.yaml)")
     import difflib
 
     close = difflib.get_close_matches(text, recipe_names(), n=1)
@@ -207,7 +278,7 @@ def parse_value(text: str) -> Any:
     """YAML scalar parsing of an override value: ``3`` -> 3, ``1e-3`` -> 0.001, ``true`` -> True."""
     try:
         value = yaml.safe_load(text)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, OverflowError, RecursionError):  # ValueError: a date like 2001-02-30
         return text
     if isinstance(value, str):
         try:  # YAML 1.1 reads '1e-3' as a string
@@ -230,6 +301,8 @@ def flatten_keys(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any] | list[str] | None) -> dict[str, Any]:
     """Set dotted keys (``optim.lr=0.01``) in a copy of ``raw``. Strings in a list are ``key=value``."""
+    if not isinstance(raw, dict):
+        raise DeepfoundryError(f"a config must be a mapping, received {type(raw).__name__}")
     out = copy.deepcopy(raw)
     if not overrides:
         return out
@@ -243,13 +316,15 @@ def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any] | list[str] |
         overrides = pairs
     for dotted, value in overrides.items():
         node = out
-        parts = dotted.split(".")
+        parts = str(dotted).split(".")
+        if not all(parts):
+            raise DeepfoundryError(f"config key {dotted!r} has an empty part; keys look like optim.lr")
         for part in parts[:-1]:
             child = node.get(part)
             if child is None:
                 child = node[part] = {}
             if not isinstance(child, dict):
-                raise DeepfoundryError(f"config key '{dotted}': '{part}' is a value, not a section")
+                raise DeepfoundryError(f"config key '{_shown(dotted)}': '{_shown(part)}' is a value, not a section")
             node = child
         node[parts[-1]] = value
     return out

@@ -60,15 +60,23 @@ class Codec:
         """Raw inputs -> the model's batch. A single example gets a batch dimension."""
         try:
             x = raw if isinstance(raw, torch.Tensor) else torch.as_tensor(np.asarray(raw))
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RuntimeError) as exc:
             raise DeepfoundryError(f"inputs must be a numeric array: {exc}") from None
+        if x.is_complex():
+            raise DeepfoundryError(f"inputs hold complex numbers ({x.dtype}); the model takes real numbers")
         shape = tuple(self.info.get("input_shape", x.shape[1:]))
         if tuple(x.shape) == shape:
             x = x.unsqueeze(0)
         if tuple(x.shape[1:]) != shape:
             raise DeepfoundryError(f"input of shape {tuple(x.shape[1:])} does not fit the model, which expects "
                                    f"{shape} (batch dimension first)")
-        return apply_preprocess(x, self.info.get("preprocess"))
+        if len(x) == 0:
+            raise DeepfoundryError(f"inputs hold no examples (shape {tuple(x.shape)})")
+        x = apply_preprocess(x, self.info.get("preprocess"))
+        if not torch.isfinite(x).all():
+            raise DeepfoundryError("inputs hold NaN or infinite values (as float32, after the run's "
+                                   "standardisation); the model needs finite numbers")
+        return x
 
     def read(self, arguments: Sequence[str]) -> ReadInputs:
         """Command-line arguments (file paths) -> raw inputs, stacked in argument order."""
@@ -99,13 +107,30 @@ class Codec:
 
 
 def read_npy(path: Path) -> np.ndarray:
-    """A ``.npy`` file without pickle; an unreadable file is one clear error."""
+    """A ``.npy`` file without pickle; an unreadable file, or one that holds no real numbers, is one clear error.
+
+    The file is mapped first, so a header claiming more data than the file holds is refused before any
+    memory is allocated for it."""
     try:
-        x = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise DeepfoundryError(f"'{path}' is not a readable .npy array: {exc}") from None
+        mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+        if not isinstance(mapped, np.ndarray):  # np.load opens a .npz archive whatever the file is named
+            mapped.close()
+            raise DeepfoundryError(f"'{path}' is a .npz archive of arrays, not one .npy array; save one array "
+                                   f"with numpy.save")
+        x = np.array(mapped)
+    except (ValueError, OSError, EOFError, MemoryError) as exc:
+        detail = " ".join(str(exc).split())
+        if "Python objects" in detail or "allow_pickle" in detail:
+            detail = "it holds Python objects, which predict does not unpickle; save a numeric array"
+        elif "mmap length" in detail:
+            detail = "it is truncated (its header describes more data than the file holds)"
+        raise DeepfoundryError(f"'{path}' is not a readable .npy array: {detail}") from None
+    if np.iscomplexobj(x):
+        raise DeepfoundryError(f"'{path}' holds complex numbers ({x.dtype}); predict needs real numbers")
     if not np.issubdtype(x.dtype, np.number) and x.dtype != np.bool_:
         raise DeepfoundryError(f"'{path}' holds {x.dtype} values; predict needs numbers")
+    if x.size == 0:
+        raise DeepfoundryError(f"'{path}' holds no examples (an empty array of shape {x.shape})")
     return x
 
 

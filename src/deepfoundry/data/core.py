@@ -8,6 +8,7 @@ three splits and wraps them in :class:`ArrayLoader` objects.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -103,8 +104,16 @@ def apply_preprocess(x: torch.Tensor, preprocess: dict[str, Any] | None) -> torc
     if preprocess.get("kind") != "standardize":
         raise DeepfoundryError(f"unknown preprocessing kind {preprocess.get('kind')!r}")
     shape = _stat_shape(x)
-    mean = torch.tensor(preprocess["mean"], dtype=torch.float32).reshape(shape)
-    std = torch.tensor(preprocess["std"], dtype=torch.float32).reshape(shape)
+    try:  # a run's saved statistics (model.json): a damaged entry is one line, not a reshape error
+        mean = torch.tensor(preprocess["mean"], dtype=torch.float32).reshape(shape)
+        std = torch.tensor(preprocess["std"], dtype=torch.float32).reshape(shape)
+    except (KeyError, TypeError, ValueError, RuntimeError):
+        raise DeepfoundryError(f"the saved standardisation (info.preprocess) does not fit inputs of shape "
+                               f"{tuple(x.shape[1:])}: it needs 'mean' and 'std', {math.prod(shape)} numbers each"
+                               ) from None
+    if not (torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):
+        raise DeepfoundryError("the saved standardisation (info.preprocess) holds a non-finite mean or a standard "
+                               "deviation that is not positive")
     return (x - mean) / std
 
 

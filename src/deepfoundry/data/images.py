@@ -17,6 +17,7 @@ import gzip
 import math
 import re
 import struct
+import warnings
 import zlib
 from pathlib import Path
 from typing import Any, Sequence
@@ -38,6 +39,7 @@ CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 CIFAR10_MD5 = "c32a1d4ab5d03f1284b67883e8d87530"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 DEFAULT_DATA_HOME = Path("~/.cache/deepfoundry/datasets")
+MAX_IMAGE_PIXELS = 50_000_000  # larger images are refused from their header, before they are decoded
 
 
 def _three_way(labels: np.ndarray, stratified: bool, val_fraction: float, test_fraction: float, seed: int,
@@ -334,18 +336,37 @@ def _image_size(image_size: int | Sequence[int]) -> tuple[int, int]:
                            f"received {image_size!r}")
 
 
-def _read_image(path: Path, mode: str, size: tuple[int, int] | None) -> np.ndarray:
-    """uint8 array (C, H, W) of one image file in PIL ``mode`` (L or RGB), resized to ``size`` (H, W) if given."""
+def _read_image(path: Path, mode: str, size: tuple[int, int] | None,
+                expect: tuple[int, int] | None = None) -> np.ndarray:
+    """uint8 array (C, H, W) of one image file in PIL ``mode`` (L or RGB), resized to ``size`` (H, W) if given.
+
+    The size is read from the header first (PIL opens lazily): an image above :data:`MAX_IMAGE_PIXELS`, or
+    of another size than ``expect`` (H, W), is refused before its pixels are decoded."""
     from PIL import Image
 
     try:
-        with Image.open(path) as img:
-            img = img.convert(mode)
-            if size is not None and img.size != (size[1], size[0]):
-                img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            arr = np.array(img, dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise DeepfoundryError(f"cannot read image '{path}': {exc}") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below is lower
+            warnings.simplefilter("ignore", UserWarning)  # PIL's notes on damaged metadata ("Corrupt EXIF data"):
+            with Image.open(path) as img:                 # the pixels decode, or the error below says why not
+                width, height = img.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise DeepfoundryError(f"image '{path}' is {height}x{width} ({width * height:,} pixels), above "
+                                           f"the limit of {MAX_IMAGE_PIXELS:,} pixels; shrink it first")
+                if expect is not None and (height, width) != tuple(expect):
+                    raise DeepfoundryError(f"image '{path}' is {height}x{width} but the model expects {expect[0]}x"
+                                           f"{expect[1]} images (height x width); resize it first")
+                img = img.convert(mode)
+                if size is not None and img.size != (size[1], size[0]):
+                    img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+                arr = np.array(img, dtype=np.uint8)
+    except Image.DecompressionBombError as exc:
+        raise DeepfoundryError(f"image '{path}' is too large to read (above {MAX_IMAGE_PIXELS:,} pixels): "
+                               f"{exc}") from None
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error, IndexError, KeyError, TypeError,
+            ZeroDivisionError, MemoryError) as exc:  # what PIL's decoders raise on damaged files
+        raise DeepfoundryError(f"cannot read image '{path}': {' '.join(str(exc).split()) or type(exc).__name__}"
+                               ) from None
     return arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
@@ -397,14 +418,21 @@ def load_image_file(path: str | Path, info: dict[str, Any]) -> torch.Tensor:
     path = Path(path)
     if info.get("input_kind", "image") != "image":
         raise DeepfoundryError(f"this model takes {info.get('input_kind')} inputs, not image files like '{path}'")
+    if path.is_dir():
+        raise DeepfoundryError(f"image file '{path}' is a directory; pass image files")
     if not path.is_file():
         raise DeepfoundryError(f"image file '{path}' does not exist")
-    channels = int(info.get("in_channels", 0))
+    channels, size = info.get("in_channels", 0), info.get("input_size")
     if channels not in (1, 3):
         raise DeepfoundryError(f"the model expects {channels}-channel inputs; image files can feed only "
                                f"1-channel (grayscale) or 3-channel (RGB) models")
-    height, width = (int(s) for s in info["input_size"])
-    arr = _read_image(path, "L" if channels == 1 else "RGB", (height, width) if info.get("resize") else None)
+    if (not isinstance(size, (list, tuple)) or len(size) != 2
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)):
+        raise DeepfoundryError(f"the run's info.input_size (model.json) must be [height, width], received {size!r}")
+    height, width = (int(s) for s in size)
+    resize = bool(info.get("resize"))
+    arr = _read_image(path, "L" if channels == 1 else "RGB", (height, width) if resize else None,
+                      expect=None if resize else (height, width))
     if arr.shape[1:] != (height, width):
         raise DeepfoundryError(f"image '{path}' is {arr.shape[1]}x{arr.shape[2]} but the model expects "
                                f"{height}x{width} images (height x width); resize it first")

@@ -59,6 +59,8 @@ def read_table(path: str | Path, *, sep: str = ",", header: bool = True, names: 
     """A CSV file as a DataFrame; ``na_values`` (and empty cells) become missing; spaces after ``sep`` are
     dropped. Unreadable or empty files raise :class:`DeepfoundryError`."""
     path = Path(path)
+    if path.is_dir():
+        raise DeepfoundryError(f"CSV file '{path}' is a directory; pass a file of rows")
     if not path.is_file():
         raise DeepfoundryError(f"CSV file '{path}' does not exist")
     try:
@@ -66,11 +68,16 @@ def read_table(path: str | Path, *, sep: str = ",", header: bool = True, names: 
                             na_values=[*na_values, ""], keep_default_na=False, skipinitialspace=True)
     except pd.errors.EmptyDataError:
         raise DeepfoundryError(f"CSV file '{path}' is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise DeepfoundryError(f"CSV file '{path}' is not readable as CSV: {str(exc).splitlines()[0]}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        raise DeepfoundryError(f"CSV file '{path}' is not readable as CSV: {detail}") from None
     if len(frame) == 0:
         raise DeepfoundryError(f"CSV file '{path}' has a header but no rows")
     frame.columns = [str(c).strip() for c in frame.columns]
+    twice = sorted({c for c in frame.columns if list(frame.columns).count(c) > 1})
+    if twice:
+        raise DeepfoundryError(f"CSV file '{path}' names column(s) {', '.join(map(repr, twice))} more than once; "
+                               f"each column needs its own name")
     return frame
 
 
@@ -114,7 +121,9 @@ def infer_task_type(y: pd.Series, override: str = "auto", max_int_classes: int =
     if not pd.api.types.is_numeric_dtype(y) or pd.api.types.is_bool_dtype(y):
         return "classification"
     values = y.dropna().to_numpy(dtype=np.float64)
-    if np.all(np.mod(values, 1) == 0) and len(np.unique(values)) <= max_int_classes:
+    with np.errstate(invalid="ignore"):  # inf % 1 is NaN: not an integer (the value itself is refused later)
+        integers = bool(np.all(np.mod(values, 1) == 0))
+    if integers and len(np.unique(values)) <= max_int_classes:
         return "classification"
     return "regression"
 
@@ -128,17 +137,31 @@ def _label(value: Any) -> Any:
     return str(value).strip()
 
 
-def numeric_frame(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
-    """The columns as float64 ``(N, len(columns))``, missing as NaN; a non-numeric value raises."""
+def _plain(value: Any) -> Any:
+    """A numpy scalar as the Python value it holds (``inf``, not ``np.float64(inf)``, in messages)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def numeric_frame(frame: pd.DataFrame, columns: Sequence[str], target: bool = False) -> np.ndarray:
+    """The columns as float64 ``(N, len(columns))``, missing as NaN; a non-numeric value, or one beyond float32's
+    range (infinite, 1e300), raises. ``target``: the columns are the target (the messages say so)."""
     out = np.empty((len(frame), len(columns)), dtype=np.float64)
+    what = "target column" if target else "numeric column"
     for j, col in enumerate(columns):
         raw = frame[col]
         values = pd.to_numeric(raw, errors="coerce")
         bad = values.isna() & raw.notna()
         if bad.any():
-            raise DeepfoundryError(f"numeric column {col!r} has a non-numeric value {raw[bad].iloc[0]!r}; list it in "
-                                   f"data.categorical or mark such values missing (data.na_values)")
+            hint = ("set data.task_type=classification" if target else
+                    "list it in data.categorical or mark such values missing (data.na_values)")
+            raise DeepfoundryError(f"{what} {col!r} has a non-numeric value {_plain(raw[bad].iloc[0])!r}; {hint}")
         out[:, j] = values.to_numpy(dtype=np.float64, na_value=np.nan)
+        huge = np.abs(out[:, j]) > np.finfo(np.float32).max  # NaN compares False: missing stays missing
+        if huge.any():
+            kind = "an infinite" if np.isinf(out[huge, j]).any() else "a too large"
+            raise DeepfoundryError(f"{what} {col!r} has {kind} value ({_plain(raw[huge].iloc[0])!r}; the model's "
+                                   f"float32 numbers hold up to 3.4e38); mark such values missing (data.na_values)"
+                                   + ("" if target else " or drop the column (data.drop)"))
     return out
 
 
@@ -189,8 +212,9 @@ class TabularPreprocessor:
         x = pd.concat([pd.DataFrame(numeric_frame(frame, numeric)),
                        pd.DataFrame(categorical_frame(frame, categorical), dtype=object)], axis=1, ignore_index=True)
         num_idx, cat_idx = list(range(n_num)), list(range(n_num, n_num + n_cat))
-        cat_impute = (SimpleImputer(strategy="constant", fill_value=MISSING) if categorical_missing == "category"
-                      else SimpleImputer(strategy="most_frequent"))
+        cat_impute = (SimpleImputer(strategy="constant", fill_value=MISSING, keep_empty_features=True)
+                      if categorical_missing == "category"  # keep: a column missing in every training row stays
+                      else SimpleImputer(strategy="most_frequent", keep_empty_features=True))
         encoder = (OneHotEncoder(handle_unknown="ignore", sparse_output=False) if encoding == "onehot" else
                    OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1))
         cat_steps = [("impute", cat_impute), ("encode", encoder)]
@@ -268,7 +292,14 @@ class TabularPreprocessor:
         absent = np.isnan(x)  # (N, n_num)
         fill = np.array([c["fill"] for c in num])
         x = np.where(absent, fill, x)
-        blocks.append((x - np.array([c["center"] for c in num])) / np.array([c["scale"] for c in num]))
+        scaled = (x - np.array([c["center"] for c in num])) / np.array([c["scale"] for c in num])  # (N, n_num)
+        beyond = np.argwhere(np.abs(scaled) > np.finfo(np.float32).max)
+        if len(beyond):
+            i, j = beyond[0]
+            raise DeepfoundryError(f"numeric column {num[j]['name']!r}: value {float(x[i, j])!r} is {scaled[i, j]:.3g} "
+                                   f"after scaling (training center {num[j]['center']:.3g}, scale "
+                                   f"{num[j]['scale']:.3g}), beyond what the model's float32 inputs hold")
+        blocks.append(scaled)
         blocks.append(absent[:, [c["indicator"] for c in num]].astype(np.float64))
         values = categorical_frame(frame, [c["name"] for c in cat])
         codes_out = []
@@ -286,7 +317,7 @@ class TabularPreprocessor:
             else:
                 codes_out.append((codes + 1)[:, None])  # 0: unseen
         blocks += codes_out
-        return np.concatenate([b.reshape(len(frame), -1) for b in blocks], axis=1).astype(np.float32)
+        return np.concatenate(blocks, axis=1).astype(np.float32)  # every block is (N, k), also for N = 0
 
 
 def fit_target(y: pd.Series, task_type: str) -> dict[str, Any]:
@@ -298,7 +329,7 @@ def fit_target(y: pd.Series, task_type: str) -> dict[str, Any]:
         except ValueError:
             classes = sorted(set(labels))
         return {"task_type": task_type, "classes": classes}
-    values = numeric_frame(y.to_frame(), [y.name])[:, 0]
+    values = numeric_frame(y.to_frame(), [y.name], target=True)[:, 0]
     return {"task_type": task_type, "mean": float(values.mean()), "std": float(values.std()) or 1.0}
 
 
@@ -312,5 +343,5 @@ def encode_target(y: pd.Series, target: dict[str, Any]) -> np.ndarray:
             raise DeepfoundryError(f"target {y.name!r} has class(es) {', '.join(map(repr, unknown[:5]))} absent from "
                                    f"the training split; classes: {', '.join(target['classes'])}")
         return np.array([index[v] for v in labels], dtype=np.int64)
-    values = numeric_frame(y.to_frame(), [y.name])
+    values = numeric_frame(y.to_frame(), [y.name], target=True)
     return ((values - target["mean"]) / target["std"]).astype(np.float32)

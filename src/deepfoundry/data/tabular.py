@@ -29,7 +29,7 @@ from sklearn.preprocessing import StandardScaler
 
 from ..errors import DeepfoundryError
 from ..registry import DATASETS
-from ..splits import holdout_split, random_split, stratified_split
+from ..splits import holdout_count, holdout_split, random_split, stratified_split
 from .core import ArrayLoader, DataBundle, Splits
 from .preprocess import (DEFAULT_NA, TabularPreprocessor, encode_target, fit_target, infer_columns, infer_task_type,
                          read_table)
@@ -112,6 +112,36 @@ def _prep_kwargs(numeric: Sequence[str] | None, categorical: Sequence[str] | Non
                 missing_indicators=missing_indicators, encoding=encoding)
 
 
+def _split_sizes(n: int, val_fraction: float, test_fraction: float, own_test: bool) -> tuple[int, int, int]:
+    """(train, val, test) rows a split of ``n`` rows gives (:mod:`deepfoundry.splits`: test first, then val)."""
+    test = 0 if own_test else holdout_count(n, test_fraction, "test")
+    val = holdout_count(n - test, val_fraction, "val")
+    return n - test - val, val, test
+
+
+def check_table_size(n: int, val_fraction: float, test_fraction: float, source: str, own_test: bool = False) -> None:
+    """Refuse, before anything is fitted, a table whose split leaves a part it asks for (a fraction above 0)
+    without rows, naming the rows it needs: with the default fractions 6 rows split 5 / 0 / 1, 7 rows 5 / 1 / 1.
+
+    >>> _split_sizes(6, 0.1, 0.2, own_test=False), _split_sizes(7, 0.1, 0.2, own_test=False)
+    ((5, 0, 1), (5, 1, 1))
+    """
+    def enough(m: int) -> bool:
+        train, val, test = _split_sizes(m, val_fraction, test_fraction, own_test)
+        return train >= 1 and (val >= 1 or not val_fraction) and (test >= 1 or not test_fraction or own_test)
+
+    if enough(n):
+        return
+    start = max([1] + [int(0.5 / f) for f in (val_fraction, test_fraction) if f])  # round(m * f) >= 1 needs m * f > 0.5
+    need = next((m for m in range(start, start + 10**6) if enough(m)), None)
+    train, val, test = _split_sizes(n, val_fraction, test_fraction, own_test)
+    split = f"{train:,} train / {val:,} val" + ("" if own_test else f" / {test:,} test")
+    fractions = f"data.val_fraction {val_fraction}" + ("" if own_test else f" and data.test_fraction {test_fraction}")
+    raise DeepfoundryError(f"{source} has {n:,} row{'s' if n != 1 else ''} with a target: too few for {fractions}, "
+                           f"which split them {split} rows; it needs at least {need or 'more'} rows "
+                           f"(or set the fraction of the empty part to 0)")
+
+
 def table_bundle(frame: pd.DataFrame, target: str | None, *, source: str, numeric: Sequence[str] | None = None,
                  categorical: Sequence[str] | None = None, drop: Sequence[str] | None = None,
                  task_type: str = "auto", scaling: str = "standard", imputation: str = "median",
@@ -137,6 +167,7 @@ def table_bundle(frame: pd.DataFrame, target: str | None, *, source: str, numeri
     frame = frames[0]
     if len(frame) == 0:
         raise DeepfoundryError(f"{source}: every row's target {target!r} is missing")
+    check_table_size(len(frame), val_fraction, test_fraction, source, own_test=test_frame is not None)
     kind = infer_task_type(frame[target], task_type)
     num_cols, cat_cols = infer_columns(frame, target, numeric, categorical, drop)
     labels = None

@@ -72,7 +72,8 @@ class _VocabTokenizer(Tokenizer):
 
     def __init__(self, tokens: list[str]) -> None:
         if list(tokens[:4]) != list(SPECIALS):
-            raise DeepfoundryError(f"a vocabulary must start with {', '.join(SPECIALS)}")
+            raise DeepfoundryError(f"a vocabulary must start with {', '.join(SPECIALS)}; received "
+                                   f"{', '.join(map(repr, tokens[:4])) or 'none'}")
         self.tokens = list(tokens)
         self.index = {t: i for i, t in enumerate(self.tokens)}
 
@@ -145,6 +146,10 @@ class BPETokenizer(Tokenizer):
 
     def __init__(self, backend: Any) -> None:
         self.backend = backend
+        # text that spells a special token ("<pad>") is text: encoded byte by byte, not as the special id, so
+        # decode(encode(s)) == s for every string and a user cannot inject padding or an end of sentence
+        if hasattr(backend, "encode_special_tokens"):  # a property of recent tokenizers releases
+            backend.encode_special_tokens = True
 
     @classmethod
     def fit(cls, texts: list[str], vocab_size: int = 4000, min_freq: int = 2) -> "BPETokenizer":
@@ -173,17 +178,38 @@ class BPETokenizer(Tokenizer):
 
 
 def tokenizer_from_json(obj: dict[str, Any]) -> Tokenizer:
-    """Rebuild a tokeniser saved by ``to_json`` (``info["tokenizer"]`` of a run)."""
+    """Rebuild a tokeniser saved by ``to_json`` (``info["tokenizer"]`` of a run); a malformed one is a one-line
+    :class:`DeepfoundryError` naming what is wrong."""
+    where = "the saved tokenizer (info.tokenizer in the run's model.json)"
+    if not isinstance(obj, dict):
+        raise DeepfoundryError(f"{where} must be an object with a 'kind', received {type(obj).__name__}")
     kind = obj.get("kind")
-    if kind == "char":
-        return CharTokenizer(obj["tokens"])
-    if kind == "word":
-        return WordTokenizer(obj["tokens"], obj.get("lowercase", True))
+    if kind in ("char", "word"):
+        tokens = obj.get("tokens")
+        if not isinstance(tokens, list) or not all(isinstance(t, str) for t in tokens):
+            received = (type(tokens).__name__ if not isinstance(tokens, list) else
+                        f"a list holding {next(t for t in tokens if not isinstance(t, str))!r}")
+            raise DeepfoundryError(f"{where}: 'tokens' of a {kind} tokenizer must be a list of strings, received "
+                                   f"{received}"[:300])
+        if kind == "char":
+            return CharTokenizer(tokens)
+        lowercase = obj.get("lowercase", True)
+        if not isinstance(lowercase, bool):
+            raise DeepfoundryError(f"{where}: 'lowercase' must be true or false, received {lowercase!r}")
+        return WordTokenizer(tokens, lowercase)
     if kind == "bpe":
         from tokenizers import Tokenizer as HFTokenizer
 
-        return BPETokenizer(HFTokenizer.from_str(obj["backend"]))
-    raise DeepfoundryError(f"unknown tokenizer kind {kind!r}; expected char, word or bpe")
+        backend = obj.get("backend")
+        if not isinstance(backend, str):
+            raise DeepfoundryError(f"{where}: 'backend' of a bpe tokenizer must be the tokenizers JSON string, "
+                                   f"received {type(backend).__name__}")
+        try:
+            return BPETokenizer(HFTokenizer.from_str(backend))
+        except Exception as exc:  # tokenizers raises a plain Exception for JSON it cannot read
+            raise DeepfoundryError(f"{where}: the bpe tokenizer cannot be rebuilt: "
+                                   f"{' '.join(str(exc).split())[:200]}") from None
+    raise DeepfoundryError(f"unknown tokenizer kind {kind!r} in {where}; expected char, word or bpe")
 
 
 def fit_tokenizer(kind: str, texts: list[str], vocab_size: int = 4000, min_freq: int = 1,
