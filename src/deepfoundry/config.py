@@ -118,18 +118,17 @@ class TrainerConfig(_Strict):
     early_stopping: EarlyStoppingConfig = Field(default_factory=EarlyStoppingConfig)
     checkpoint_every_steps: int | None = Field(None, gt=0, description="also write checkpoints/last every N steps")
     log_every_steps: int = Field(50, gt=0, description="steps between step-level log records and NaN checks on accelerators")
-    grad_norms: bool = Field(False, description="log per-layer gradient norms (vanishing/exploding gradients)")
     divergence: Literal["warn", "stop", "off"] = Field(
         "warn", description="a finite blow-up (loss above divergence_factor x its running median): warn once, "
                             "stop or off")
     divergence_factor: float = Field(1e3, gt=1.0, description="how many times its running median the loss may reach "
                                                               "before it counts as diverged")
+    grad_norms: bool = Field(False, description="log per-layer gradient norms (vanishing/exploding gradients)")
     tensorboard: bool = Field(True, description="write TensorBoard event files into the run directory")
     progress: bool = Field(True, description="show a progress bar")
     report: bool = Field(True, description="write report.html and model_card.md into the run directory at the end")
     deterministic: bool = Field(False, description="torch.use_deterministic_algorithms(True)")
     threads: int | None = Field(None, gt=0, description="CPU threads for torch (default: torch's choice)")
-
 
     @model_validator(mode="before")
     @classmethod
@@ -138,6 +137,7 @@ class TrainerConfig(_Strict):
         if isinstance(raw, dict) and raw.get("divergence") is False:
             return {**raw, "divergence": "off"}
         return raw
+
 
 class RunConfig(_Strict):
     name: str = Field("run", description="recipe or run name")
