@@ -137,6 +137,10 @@ def _fit(cfg: RunConfig, rundir: RunDirectory, ckpt: dict[str, Any] | None, call
     """The Trainer's families: data, model and task from the config, fitted, evaluated and saved."""
     seed_everything(cfg.seed)
     data = build_data(cfg.data, seed=cfg.seed)
+    if cfg.fairness.reweigh:  # Kamiran-Calders loss weights on the training rows (docs/responsible.md)
+        from .responsible.fairness import attach_reweighing
+
+        data.info["reweighing"] = attach_reweighing(data, cfg.fairness.sensitive)
     context = model_context(data.info)
     model = build_model(cfg.model.name, cfg.model.builder_kwargs(), context)
     task = build_task(cfg.task, model, data.info)
@@ -268,8 +272,16 @@ class Run:
     @torch.no_grad()
     def predict_rows(self, x: Any) -> list[dict[str, Any]]:
         """One JSON-ready answer per raw input: ``{"class", "label", "probability", "probabilities"}`` for
-        classifiers, ``{"value"}``/``{"values"}`` for regression and forecasts, ``{"translation"}`` ..."""
-        return self.task.to("cpu").predict_rows(x)
+        classifiers, ``{"value"}``/``{"values"}`` for regression and forecasts, ``{"translation"}`` ...
+        After ``deepfoundry audit RUN --mitigate threshold``, raw rows that carry the sensitive columns also get
+        the mitigated decision (``fair_class``, ``fair_label``, ``fair_probability``; docs/responsible.md)."""
+        rows = self.task.to("cpu").predict_rows(x)
+        thresholds = self.path / "fairness" / "threshold.json"
+        if thresholds.is_file():
+            from .responsible.fairness import apply_thresholds
+
+            rows = apply_thresholds(thresholds, x, rows)
+        return rows
 
     def predict_files(self, arguments: list[str], out: str | Path | None = None) -> list[dict[str, Any]]:
         """What ``deepfoundry predict RUN INPUT...`` prints: command-line inputs (image files, ``.npy``

@@ -384,6 +384,43 @@ def augment_preview(
         _echo_json(result)
 
 
+@app.command()
+def audit(
+    run_dir: Path = typer.Argument(..., help="run directory of a binary classifier on raw table rows (table-csv, adult)"),
+    sensitive: str = typer.Option(..., "--sensitive", help="sensitive column(s) of the raw rows: sex or sex,race "
+                                                           "(groups are their intersection)"),
+    split: str = typer.Option("test", "--split", help="train, val or test"),
+    mitigate: Optional[str] = typer.Option(None, "--mitigate", help="threshold: fairlearn ThresholdOptimizer fitted "
+                                                                    "on val, saved as RUN/fairness/threshold.json"),
+    constraint: str = typer.Option("demographic_parity", "--constraint", help="demographic_parity or equalized_odds"),
+    tolerance: str = typer.Option("auto", "--tolerance", help="demographic parity: allowed selection-rate spread "
+                                  "(auto: a third of the unmitigated val spread; none: exact parity)"),
+    bootstrap: int = typer.Option(1000, "--bootstrap", help="bootstrap resamples for the 95% intervals (0: none)"),
+    seed: int = typer.Option(0, "--seed", help="seed of the bootstrap and of the randomised mitigated decisions"),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="folder of the data, if it moved"),
+    as_json: bool = typer.Option(False, "--json", help="print audit.json on the last line"),
+) -> None:
+    """Fairness audit per group (fairlearn): selection rate, accuracy, TPR, FPR; DP/EO gaps with bootstrap CIs."""
+    from .api import load_run
+    from .responsible.fairness import audit as run_audit
+    from .responsible.fairness import format_audit
+
+    tol: Any = tolerance
+    if tolerance.lower() == "none":
+        tol = None
+    elif tolerance != "auto":
+        try:
+            tol = float(tolerance)
+        except ValueError:
+            raise DeepfoundryError(f"--tolerance must be auto, none or a number, received {tolerance!r}") from None
+    result = run_audit(load_run(run_dir), sensitive, split=split, mitigate=mitigate, constraint=constraint,
+                       bootstrap=bootstrap, tolerance=tol, seed=seed, data_root=data_root)
+    print(format_audit(result))
+    print(f"audit: {Path(result['run']) / 'fairness' / 'audit.json'}")
+    if as_json:
+        _echo_json(result)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the app and turns user errors into one ``error:`` line and exit code 2.
 

@@ -139,6 +139,29 @@ class TrainerConfig(_Strict):
         return raw
 
 
+class FairnessConfig(_Strict):
+    """Fairness mitigation while training (docs/responsible.md); the audit itself is 'deepfoundry audit'."""
+
+    sensitive: list[str] = Field(default_factory=list, description="sensitive columns of the raw rows (tabular "
+                                                                   "runs), e.g. [sex] or [sex, race]")
+    reweigh: bool = Field(False, description="Kamiran-Calders reweighing: loss weight P(g)P(y)/P(g,y) per "
+                                             "training sample (needs fairness.sensitive)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _comma_separated(cls, raw: Any) -> Any:
+        """``--set fairness.sensitive=sex,race`` (a string) means the list ``[sex, race]``."""
+        if isinstance(raw, dict) and isinstance(raw.get("sensitive"), str):
+            return {**raw, "sensitive": [s.strip() for s in raw["sensitive"].split(",") if s.strip()]}
+        return raw
+
+    @model_validator(mode="after")
+    def _reweigh_needs_columns(self) -> "FairnessConfig":
+        if self.reweigh and not self.sensitive:
+            raise ValueError("fairness.reweigh needs fairness.sensitive, e.g. --set fairness.sensitive=[sex]")
+        return self
+
+
 class RunConfig(_Strict):
     name: str = Field("run", description="recipe or run name")
     description: str = Field("", description="one line shown by 'deepfoundry list recipes'")
@@ -148,6 +171,7 @@ class RunConfig(_Strict):
     task: TaskConfig = Field(default_factory=TaskConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    fairness: FairnessConfig = Field(default_factory=FairnessConfig)
 
 
 def _shown(key: Any) -> str:

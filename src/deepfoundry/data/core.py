@@ -45,6 +45,8 @@ class ArrayLoader:
         self.epoch = 0
         # data.augment: ``(batch, epoch=, index=) -> batch``, applied by the Trainer to training batches on the device
         self.batch_transform: Any = None
+        # per-sample loss weights (N,) (fairness.reweigh): batches become ``(x, y, w)``, permuted alike
+        self.weights: torch.Tensor | None = None
 
     def __len__(self) -> int:
         n = len(self.x)
@@ -55,14 +57,18 @@ class ArrayLoader:
         return len(self.x)
 
     def epoch_batches(self, epoch: int, skip: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        x, y = self.x, self.y
+        x, y, w = self.x, self.y, self.weights
         if self.shuffle:
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             perm = torch.randperm(len(x), generator=gen)
             x, y = x[perm], y[perm]
+            w = w[perm] if w is not None else None
         bs = self.batch_size
         for i in range(skip, len(self)):
-            yield x[i * bs:(i + 1) * bs], y[i * bs:(i + 1) * bs]
+            if w is None:
+                yield x[i * bs:(i + 1) * bs], y[i * bs:(i + 1) * bs]
+            else:
+                yield x[i * bs:(i + 1) * bs], y[i * bs:(i + 1) * bs], w[i * bs:(i + 1) * bs]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.epoch_batches(self.epoch)
@@ -70,12 +76,17 @@ class ArrayLoader:
 
 @dataclass
 class DataBundle:
-    """Train / val / test loaders plus ``info`` (shapes, classes, fitted preprocessing)."""
+    """Train / val / test loaders plus ``info`` (shapes, classes, fitted preprocessing).
+
+    ``frames`` (tabular data only): each split's raw rows (a pandas DataFrame per split name, in loader
+    order), columns dropped from the features (``data.drop``) included, so that a fairness audit can
+    group by a column the model never saw."""
 
     train: ArrayLoader
     val: ArrayLoader
     test: ArrayLoader
     info: dict[str, Any]
+    frames: dict[str, Any] | None = None
 
     def loader(self, split: str) -> ArrayLoader:
         if split not in ("train", "val", "test"):

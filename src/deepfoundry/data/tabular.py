@@ -29,7 +29,7 @@ from sklearn.preprocessing import StandardScaler
 
 from ..errors import DeepfoundryError
 from ..registry import DATASETS
-from ..splits import holdout_count, holdout_split, random_split, stratified_split
+from ..splits import check_limit, holdout_count, holdout_split, random_split, stratified_split
 from .core import ArrayLoader, DataBundle, Splits
 from .preprocess import (DEFAULT_NA, TabularPreprocessor, encode_target, fit_target, infer_columns, infer_task_type,
                          read_table)
@@ -148,12 +148,15 @@ def table_bundle(frame: pd.DataFrame, target: str | None, *, source: str, numeri
                  categorical_missing: str = "category", missing_indicators: bool = True,
                  encoding: str = "embedding", na_values: Sequence[str] = DEFAULT_NA, val_fraction: float = 0.1,
                  test_fraction: float = 0.2, seed: int = 0, batch_size: int = 64, eval_batch_size: int = 1024,
-                 test_frame: pd.DataFrame | None = None) -> DataBundle:
+                 test_frame: pd.DataFrame | None = None, limit: int | None = None) -> DataBundle:
     """Split raw rows, fit :class:`TabularPreprocessor` on the training rows only, and return loaders.
 
     Without ``test_frame`` the rows are split into test (``test_fraction``), then val (``val_fraction``
     of the rest), stratified by class for classification, with ``seed``. Rows whose target is missing
     are dropped. ``info['tabular']`` is the fitted preprocessing (JSON), applied again by ``predict``.
+    ``limit`` (``data.limit``) keeps only the first ``limit`` rows of ``frame`` (and of ``test_frame``)
+    before anything is split or fitted: a small run for tests. The bundle's ``frames`` hold each split's
+    raw rows (every column, dropped ones included) in loader order.
     """
     columns = ", ".join(map(str, frame.columns))
     if not target:
@@ -161,6 +164,8 @@ def table_bundle(frame: pd.DataFrame, target: str | None, *, source: str, numeri
     if target not in frame.columns:
         raise DeepfoundryError(f"{source} has no target column {target!r}; its columns: {columns}")
     frames = [frame] if test_frame is None else [frame, test_frame]
+    if check_limit(limit) is not None:
+        frames = [f.iloc[:limit] for f in frames]
     frames = [f.replace(list(na_values), np.nan) for f in frames]
     unlabeled = sum(int(f[target].isna().sum()) for f in frames)
     frames = [f[f[target].notna()].reset_index(drop=True) for f in frames]
@@ -217,7 +222,8 @@ def table_bundle(frame: pd.DataFrame, target: str | None, *, source: str, numeri
     (xtr, ytr), (xva, yva), (xte, yte) = tensors
     return DataBundle(train=ArrayLoader(xtr, ytr, batch_size, shuffle=True, seed=seed),
                       val=ArrayLoader(xva, yva, eval_batch_size), test=ArrayLoader(xte, yte, eval_batch_size),
-                      info=info)
+                      info=info, frames={name: part.reset_index(drop=True)
+                                         for name, part in zip(("train", "val", "test"), rows)})
 
 
 @DATASETS.register("table-csv")
@@ -227,7 +233,7 @@ def csv_table(*, path: str | None = None, target: str | None = None, root: str |
               imputation: str = "median", categorical_missing: str = "category", missing_indicators: bool = True,
               encoding: str = "embedding", sep: str = ",", header: bool = True, names: Sequence[str] | None = None,
               na_values: Sequence[str] | None = None, val_fraction: float = 0.1, test_fraction: float = 0.2,
-              seed: int = 0, batch_size: int = 64, eval_batch_size: int = 1024) -> DataBundle:
+              seed: int = 0, batch_size: int = 64, eval_batch_size: int = 1024, limit: int | None = None) -> DataBundle:
     """A user's CSV file (data.path, data.target): column types, task, scaling, imputation, encoding.
 
     Column types are inferred (numeric dtypes numeric, the rest categorical) unless ``numeric`` /
@@ -244,6 +250,7 @@ def csv_table(*, path: str | None = None, target: str | None = None, root: str |
     frame = read_table(file, sep=sep, header=header, names=names, na_values=na)
     return table_bundle(frame, target, source=f"CSV file '{file}'", na_values=na, val_fraction=val_fraction,
                         test_fraction=test_fraction, seed=seed, batch_size=batch_size, eval_batch_size=eval_batch_size,
+                        limit=limit,
                         **_prep_kwargs(numeric, categorical, drop, task_type, scaling, imputation,
                                        categorical_missing, missing_indicators, encoding))
 
@@ -276,13 +283,14 @@ def adult(*, root: str | None = None, download: bool = False, numeric: Sequence[
           categorical: Sequence[str] | None = None, drop: Sequence[str] | None = None, scaling: str = "standard",
           imputation: str = "median", categorical_missing: str = "category", missing_indicators: bool = True,
           encoding: str = "embedding", val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0,
-          batch_size: int = 64, eval_batch_size: int = 1024) -> DataBundle:
+          batch_size: int = 64, eval_batch_size: int = 1024, limit: int | None = None) -> DataBundle:
     """UCI Adult census income (>50K or not): 14 columns, 8 categorical, '?' missing (root: adult.data[, adult.test]).
 
     With ``adult.test`` in ``root`` (the official 16,281 test rows) it is the test split and
     ``val_fraction`` of ``adult.data`` validates; with ``adult.data`` alone (32,561 rows) the rows are
     split stratified with ``seed``: ``test_fraction`` test, then ``val_fraction`` of the rest val.
-    ``download=True`` fetches both files from the UCI repository (:data:`ADULT_URL`).
+    ``download=True`` fetches both files from the UCI repository (:data:`ADULT_URL`). ``limit`` keeps the
+    first N rows of each file (small runs for tests).
     """
     folder = Path(root).expanduser() if root else Path.home() / ".cache" / "deepfoundry" / "datasets" / "adult"
     data_file, test_file = folder / "adult.data", folder / "adult.test"
@@ -301,7 +309,7 @@ def adult(*, root: str | None = None, download: bool = False, numeric: Sequence[
     test_frame = read_adult(test_file) if test_file.is_file() else None
     return table_bundle(read_adult(data_file), "income", source=f"UCI Adult ('{folder}')", na_values=("?",),
                         val_fraction=val_fraction, test_fraction=test_fraction, seed=seed, batch_size=batch_size,
-                        eval_batch_size=eval_batch_size, test_frame=test_frame,
+                        eval_batch_size=eval_batch_size, test_frame=test_frame, limit=limit,
                         **_prep_kwargs(numeric, categorical, drop, "classification", scaling, imputation,
                                        categorical_missing, missing_indicators, encoding))
 

@@ -33,9 +33,15 @@ class ClassificationTask(ClassifierOutputs, Task):
 
     def training_step(self, batch: Any) -> torch.Tensor:
         """Cross-entropy on class indices ``y`` (B,), or on soft targets ``q`` (B, C) from MixUp/CutMix
-        (``data.augment``): ``-sum_c q_c log softmax(z)_c``, label smoothing applied on top."""
-        x, y = batch
-        return self.loss_fn(self.model(x), y)
+        (``data.augment``): ``-sum_c q_c log softmax(z)_c``, label smoothing applied on top.
+
+        A batch ``(x, y, w)`` carries per-sample loss weights (``fairness.reweigh``: Kamiran-Calders
+        ``w = P(g)P(y)/P(g,y)``, mean 1 over the training rows): the loss is ``(1/B) sum_i w_i CE(z_i, y_i)``."""
+        x, y, *weights = batch
+        if not weights:
+            return self.loss_fn(self.model(x), y)
+        per_sample = self.loss_fn(self.model(x), y, reduction="none")  # (B,)
+        return (per_sample * weights[0]).mean()
 
     def reset_metrics(self) -> None:
         self._loss_sum, self._count, self._topk = 0.0, 0, 0

@@ -34,8 +34,8 @@ def make_loss(name: str, *, label_smoothing: float = 0.0, huber_delta: float = 1
     if name == "cross_entropy":
         return partial(F.cross_entropy, label_smoothing=label_smoothing) if label_smoothing else F.cross_entropy
     if name == "bce":
-        def bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-            return F.binary_cross_entropy_with_logits(logits.squeeze(-1), target.float())
+        def bce(logits: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+            return F.binary_cross_entropy_with_logits(logits.squeeze(-1), target.float(), reduction=reduction)
         return bce
     close = difflib.get_close_matches(name, LOSSES, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else f"; available: {', '.join(LOSSES)}"
