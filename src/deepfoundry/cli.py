@@ -421,6 +421,33 @@ def audit(
         _echo_json(result)
 
 
+@app.command()
+def explain(
+    run_dir: Path = typer.Argument(..., help="run directory of a classifier"),
+    inputs: list[str] = typer.Argument(..., help="inputs as for predict: image files or .npy arrays, texts, CSV rows"),
+    method: str = typer.Option("integrated-gradients", "--method", help="saliency, integrated-gradients, gradcam, "
+                                                                        "shapley or attention"),
+    target: Optional[str] = typer.Option(None, "--target", help="class index or label to explain (default: the "
+                                                                "predicted class of each input)"),
+    sanity: bool = typer.Option(False, "--sanity", help="cascading weight randomisation: Spearman rank correlation "
+                                                        "per layer"),
+    steps: Optional[int] = typer.Option(None, "--steps", min=2, help="integrated gradients: quadrature steps "
+                                        "(default: 64, doubled until completeness is within 1%)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="folder for the images/HTML (default RUN/explanations)"),
+    as_json: bool = typer.Option(False, "--json", help="print the summary as JSON on the last line"),
+) -> None:
+    """Explain a classifier's decisions with captum: saliency, integrated gradients, Grad-CAM, Shapley, attention."""
+    from .api import load_run
+    from .responsible.explain import explain as run_explain
+    from .responsible.explain import format_explanation
+
+    summary = run_explain(load_run(run_dir), inputs, method=method, target=target, sanity=sanity, out=out,
+                          steps=steps)
+    print(format_explanation(summary))
+    if as_json:
+        _echo_json(summary)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the app and turns user errors into one ``error:`` line and exit code 2.
 

@@ -107,6 +107,10 @@ class RecurrentClassifier(nn.Module):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size * self.directions, num_classes)
 
+    def explain_layers(self) -> dict[str, object]:
+        """Token attributions (``deepfoundry explain``) are taken at the embedding's output, summed per token."""
+        return {"layer": self.embedding}
+
     def features(self, x: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """Final hidden state of the last layer, ``(B, directions * hidden_size)``."""
         tokens, lengths = x if isinstance(x, (tuple, list)) else (x, None)

@@ -58,6 +58,16 @@ class TabularMLP(nn.Module):
         layers, width = dense_stack(num_numeric + sum(embedding_dims), hidden_sizes, activation, dropout, batch_norm)
         self.body = nn.Sequential(*layers)  # (B, num_numeric + sum d_j) -> (B, width)
         self.head = nn.Linear(width, num_classes)  # (B, width) -> (B, num_classes)
+        self.embedded = nn.Identity()  # h_0, named so that explanations can attribute to it (no parameters)
+        # input column of each h_0 dimension: numeric j -> j, embedding j's dims -> num_numeric + j
+        self.register_buffer("column_of_dim", torch.tensor(
+            list(range(num_numeric)) + [num_numeric + j for j, d in enumerate(embedding_dims) for _ in range(d)]),
+            persistent=False)
+
+    def explain_layers(self) -> dict[str, object]:
+        """Where attributions are taken (``deepfoundry explain``): the output of ``embedded`` (h_0, continuous
+        even for categorical codes), and the input column of each of its dimensions to sum them back."""
+        return {"layer": self.embedded, "columns": self.column_of_dim}
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The last hidden layer ``h_L`` (B, hidden_sizes[-1])."""
@@ -66,7 +76,7 @@ class TabularMLP(nn.Module):
             codes = x[:, self.num_numeric:].long()  # (B, k) exact: codes are small integers stored as float32
             emb = torch.cat([table(codes[:, j]) for j, table in enumerate(self.embeddings)], dim=1)
             parts.append(self.embedding_dropout(emb))
-        return self.body(torch.cat(parts, dim=1))
+        return self.body(self.embedded(torch.cat(parts, dim=1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

@@ -161,6 +161,34 @@ class TransformerClassifier(nn.Module):
     def forward(self, x: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         return self.head(self.features(x))
 
+    def explain_layers(self) -> dict[str, object]:
+        """Token attributions (``deepfoundry explain``) are taken at the token embedding's output."""
+        return {"layer": self.encoder.embedding}
+
+    @torch.no_grad()
+    def attention_maps(self, x: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> list[torch.Tensor]:
+        """Self-attention weights of every layer, ``[(B, H, T, T), ...]``, from the explicit (weights) path
+        of :class:`~deepfoundry.nn.attention.MultiHeadAttention` (``need_weights=True``); with ``pool="cls"``
+        position 0 is ``[CLS]``."""
+        maps: list[torch.Tensor] = []
+
+        def ask(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+            return args, {**kwargs, "need_weights": True}
+
+        def keep(module: nn.Module, args: tuple, output: tuple) -> None:
+            maps.append(output[1])
+
+        handles = []
+        for block in self.encoder.blocks:
+            handles.append(block.self_attn.register_forward_pre_hook(ask, with_kwargs=True))
+            handles.append(block.self_attn.register_forward_hook(keep))
+        try:
+            self.features(x)
+        finally:
+            for h in handles:
+                h.remove()
+        return maps
+
 
 # ------------------------------------------------------------------ decoder-only language model
 @dataclass
