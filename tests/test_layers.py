@@ -25,6 +25,11 @@ FORBIDDEN: dict[str, set[str]] = {
     "report": {"api", "cli"},
     "transfer": {"api", "cli", "report", "tasks", "data", "rl"},
 }
+# responsible AI (fairness, explanations, ...): below api, above the families, which never import it (engine is
+# left to the DP-SGD wiring of the Trainer to settle)
+FORBIDDEN["responsible"] = {"api", "cli", "report"}
+for _part in ("nn", "models", "data", "tasks", "rl", "report", "transfer"):
+    FORBIDDEN[_part] = FORBIDDEN[_part] | {"responsible"}
 ONLY_IMPORTED_BY = {"cli": {"__main__"}}  # nothing but __main__ imports cli
 
 

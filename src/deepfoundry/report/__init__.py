@@ -5,7 +5,8 @@ The page is the summary (metrics table and resolved config), then the sections t
 declares in ``Task.report_sections``, in order, each built by the function registered under that name
 in :data:`SECTIONS` (``"curves"``, ``"confusion"``, ``"classification"``, ``"regression"``, ``"forecasting"``,
 ``"bptt"``, ``"text_samples"``, ``"translation"``, ``"node_embeddings"``, ``"graph_embeddings"``, ``"gan"``,
-``"vae"``, ``"rl"``), then per-layer gradient norms (when the run logged them with
+``"vae"``, ``"rl"``), then the fairness audit and the explanations when ``deepfoundry audit`` / ``explain``
+wrote them (``"fairness"``, ``"explanations"``, any family), then per-layer gradient norms (when the run logged them with
 ``trainer.grad_norms``) and, on request, the first convolution's filters and feature maps. Every plot is
 embedded as a base64 PNG, so the HTML file stands alone.
 
@@ -29,6 +30,7 @@ matplotlib.use("Agg")  # files only, no display; before any module here imports 
 from ..errors import DeepfoundryError  # noqa: E402
 # each module registers its sections in SECTIONS
 from . import classification, curves, forecasting, generative, graphs, regression, rl, text  # noqa: E402,F401
+from . import responsible  # noqa: E402,F401  (fairness and explanations sections, any run)
 from .classification import (classification_outputs, per_class_metrics, roc_pr_section,  # noqa: E402
                              worst_examples_section)
 from .curves import feature_maps_section, first_conv, gradient_section, summary_section  # noqa: E402
@@ -43,6 +45,9 @@ if TYPE_CHECKING:
 __all__ = ["NO_DATA", "SECTIONS", "classification_outputs", "embed_figure", "grid_array", "html_table",
            "per_class_metrics", "records", "roc_pr_section", "save_grid", "worst_examples_section",
            "write_model_card", "write_report"]
+
+
+RUN_SECTIONS = ("fairness", "explanations")  # sections of any run, empty until 'audit' / 'explain' wrote their files
 
 
 def write_report(run: "Run", feature_maps: bool = False, data_root: str | None = None) -> Path:
@@ -60,6 +65,8 @@ def write_report(run: "Run", feature_maps: bool = False, data_root: str | None =
     plots.mkdir(parents=True, exist_ok=True)
     sections = [("Summary", summary_section(run))]
     for name in run.task.report_sections:
+        sections.extend(SECTIONS.get(name)(run, plots, data_root))
+    for name in RUN_SECTIONS:  # what audit / explain wrote into the run, whatever its family
         sections.extend(SECTIONS.get(name)(run, plots, data_root))
     grad_records = records(run, "grad_norms")
     if grad_records:

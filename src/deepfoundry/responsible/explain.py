@@ -380,6 +380,7 @@ def explain(run: "Run", arguments: Sequence[str], method: str = "integrated-grad
         batch = task.encode_inputs(read.raw) if not callable(getattr(task, "attention_map", None)) else None
         files, _ = _attention(run, task, read.raw, batch, read.names, out)
         summary.update(targets=None, files=files)
+        write_json(out / f"{method}.json", summary)
         write_json(out / "summary.json", summary)
         return summary
     batch = task.encode_inputs(read.raw)
@@ -442,13 +443,15 @@ def explain(run: "Run", arguments: Sequence[str], method: str = "integrated-grad
         plt.close(fig)
         files.append("sanity.png")
     summary["files"] = files
+    write_json(out / f"{method}.json", summary)  # one per method (the report shows each), and the latest
     write_json(out / "summary.json", summary)
     return summary
 
 
 def explanation_summary(run: "Run | str | Path") -> dict[str, Any] | None:
     """What ``explain`` last wrote into ``RUN/explanations/summary.json`` (method, inputs, targets, files as
-    absolute paths, IG's completeness error, the sanity check), for a model card; None if never explained."""
+    absolute paths, IG's completeness error, the sanity check; ``methods``: every method with its own
+    ``RUN/explanations/<method>.json``), for a model card; None if never explained."""
     folder = Path(getattr(run, "path", run)) / "explanations"
     path = folder / "summary.json"
     if not path.is_file():
@@ -459,7 +462,7 @@ def explanation_summary(run: "Run | str | Path") -> dict[str, Any] | None:
         return None
     files = [str(folder / f) for f in summary.get("files") or [] if (folder / f).is_file()]
     return {k: summary.get(k) for k in ("method", "inputs", "targets", "completeness_error", "steps", "sanity")} | {
-        "files": files}
+        "files": files, "methods": [m for m in METHODS if (folder / f"{m}.json").is_file()]}
 
 
 def format_explanation(summary: dict[str, Any]) -> str:
