@@ -145,6 +145,8 @@ def fairness_metrics(y: np.ndarray, d: np.ndarray, keys: np.ndarray, frame: pd.D
                      y_true=y, y_pred=d, sensitive_features=features)
     groups = []
     for index, row in mf.by_group.iterrows():
+        if pd.isna(row["count"]) or not row["count"]:  # an intersection no row belongs to
+            continue
         values = index if isinstance(index, tuple) else (index,)
         groups.append({"group": dict(zip(sensitive, map(str, values))), "count": int(row["count"]),
                        **{k: (None if pd.isna(row[k]) else float(row[k]))
@@ -238,7 +240,8 @@ def fit_thresholds(scores: np.ndarray, labels: np.ndarray, keys: np.ndarray, con
     try:
         opt.fit(np.asarray(scores, dtype=np.float64)[:, None], np.asarray(labels), sensitive_features=pd.Series(keys))
     except ValueError as exc:
-        raise DeepfoundryError(f"ThresholdOptimizer could not fit the validation split: {exc}") from None
+        raise DeepfoundryError(f"ThresholdOptimizer could not fit the validation split: {exc} (each group needs "
+                               f"both labels among the val rows: audit fewer or coarser sensitive columns)") from None
     rules = {}
     for key, b in opt.interpolated_thresholder_.interpolation_dict.items():
         rule: dict[str, Any] = {"p0": float(b.p0), "operator0": b.operation0.operator,
