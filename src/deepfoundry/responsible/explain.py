@@ -72,6 +72,9 @@ class Explainee:
         if not isinstance(self.inputs, torch.Tensor):
             raise DeepfoundryError("this run's inputs are not tensors; explain it with --method attention")
         self.tokens = self.inputs.dtype in (torch.int64, torch.int32)
+        if self.tokens and self.layer is None:
+            raise DeepfoundryError(f"{type(model).__name__} takes token ids and names no embedding layer to attribute "
+                                   f"to (explain_layers); try --method attention")
         if self.layer is not None or self.tokens:
             self.baseline = torch.zeros_like(self.inputs)  # padding tokens / the all-zero encoded row
         elif isinstance(raw, np.ndarray) and raw.dtype != object:

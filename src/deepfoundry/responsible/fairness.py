@@ -284,7 +284,7 @@ def read_thresholds(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
-        for key in ("sensitive", "positive_label", "seed", "groups"):
+        for key in ("sensitive", "positive_label", "class_names", "seed", "groups"):
             state[key]
         for rule in state["groups"].values():
             for key in ("p0", "operator0", "threshold0", "p1", "operator1", "threshold1"):
@@ -384,11 +384,11 @@ def audit(run: "Run", sensitive: str | Sequence[str], split: str = "test", mitig
                                    "(data.val_fraction 0)")
         vkeys = group_keys(vframe, sensitive, f"the val rows of '{run.path}'")
         vy, vscores = data.val.y.numpy(), _scores(run, vframe)
-        tol = tolerance
+        tol = None if isinstance(tolerance, str) and tolerance.lower() == "none" else tolerance
         if tolerance == "auto":
             vmetrics = fairness_metrics(vy, (vscores > 0.5).astype(np.int64), vkeys, vframe, sensitive, 0)
             tol = vmetrics["demographic_parity_difference"] / 3.0
-        elif isinstance(tolerance, str):
+        elif isinstance(tol, str):
             raise DeepfoundryError(f"--tolerance must be 'auto', 'none' or a number, received {tolerance!r}")
         state, _ = fit_thresholds(vscores, vy, vkeys, constraint, None if tol is None else float(tol))
         names = [str(c) for c in run.info["class_names"]]
