@@ -186,10 +186,12 @@ def _group_rates_2d(d: np.ndarray, y: np.ndarray, g: np.ndarray, n_groups: int) 
     def count(v: np.ndarray) -> np.ndarray:
         return np.bincount(offset, weights=v.ravel().astype(float), minlength=r * n_groups).reshape(r, n_groups)
 
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sel = count(d) / count(np.ones_like(d))
-        tpr = count(d * y) / count(y)
-        fpr = count(d * (1 - y)) / count(1 - y)
+    n = count(np.ones_like(d))
+    present = n > 0  # a group a draw left out has no rates (NaN, ignored); one without positives (negatives) has
+    with np.errstate(invalid="ignore", divide="ignore"):  # TPR (FPR) 0, as fairlearn's confusion matrix gives
+        sel = count(d) / n
+        tpr = np.where(present, np.nan_to_num(count(d * y) / count(y)), np.nan)
+        fpr = np.where(present, np.nan_to_num(count(d * (1 - y)) / count(1 - y)), np.nan)
     return sel, tpr, fpr
 
 
@@ -403,7 +405,8 @@ def audit(run: "Run", sensitive: str | Sequence[str], split: str = "test", mitig
         mitigated["ci"]["split"] = split
         result["mitigated"] = {"method": "threshold", "constraint": constraint, "tolerance": state["tolerance"],
                                **mitigated}
-    write_json(out / "audit.json", _finite(result))
+    result = _finite(result)  # strict JSON: an undefined rate (a group without positives) is null
+    write_json(out / "audit.json", result)
     plot_groups(result, out / "groups.png")
     return result
 
@@ -442,8 +445,10 @@ def plot_groups(result: dict[str, Any], path: Path) -> Path:
         ax.set_xticks(x, labels, rotation=30 if len(labels) > 3 else 0, ha="right" if len(labels) > 3 else "center",
                       fontsize=8)
         ax.set_ylim(0, 1)
-        ax.set_title(f"{title}: DPD {res['demographic_parity_difference']:.3f}, "
-                     f"EOD {res['equalized_odds_difference']:.3f}", fontsize=9)
+        gaps = ", ".join(f"{name} {res[k]:.3f}" for name, k in (("DPD", "demographic_parity_difference"),
+                                                                  ("EOD", "equalized_odds_difference"))
+                         if res[k] is not None)
+        ax.set_title(f"{title}: {gaps}", fontsize=9)
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -458,8 +463,14 @@ def format_audit(result: dict[str, Any]) -> str:
         if not res:
             continue
         ci = res["ci"]
-        parts = [f"{k} {res[k]:.4f}" + (f" [{ci[k][0]:.4f}, {ci[k][1]:.4f}]" if k in ci else "")
-                 for k in ("accuracy", *SUMMARY_KEYS)]
+        def shown(k: str) -> str:
+            if res[k] is None:
+                return f"{k} -"
+            interval = ci.get(k)
+            ok = isinstance(interval, list) and None not in interval
+            return f"{k} {res[k]:.4f}" + (f" [{interval[0]:.4f}, {interval[1]:.4f}]" if ok else "")
+
+        parts = [shown(k) for k in ("accuracy", *SUMMARY_KEYS)]
         lines.append(f"{name}: " + "  ".join(parts))
         for r in res["groups"]:
             vals = "  ".join(f"{k} {r[k]:.4f}" if r[k] is not None else f"{k} -"
