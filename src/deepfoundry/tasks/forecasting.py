@@ -60,6 +60,7 @@ class ForecastingTask(ValueOutputs, Task):
     """MSE on scaled windows; RMSE / MAE / MAPE and the naive baselines in original units."""
 
     report_sections = ("curves", "forecasting")
+    exportable = True
 
     def __init__(self, model: nn.Module, info: dict[str, Any]) -> None:
         super().__init__(model, info)
@@ -121,6 +122,7 @@ class SequenceRegressionTask(ValueOutputs, Task):
     """One real value per sequence, MSE loss; ``trivial_mse`` of the constant baseline beside it."""
 
     report_sections = ("curves", "regression", "bptt")
+    exportable = True
 
     def __init__(self, model: nn.Module, info: dict[str, Any]) -> None:
         super().__init__(model, info)

@@ -22,6 +22,7 @@ class RegressionTask(ValueOutputs, Task):
     """Trains ``model`` to predict real values; reports MSE, RMSE, MAE and R2 in the original units."""
 
     report_sections = ("curves", "regression")
+    exportable = True
 
     def __init__(self, model: nn.Module, info: dict[str, Any], loss: str = "mse", huber_delta: float = 1.0) -> None:
         super().__init__(model, info)
