@@ -85,14 +85,15 @@ def _size(batch: Any) -> int:
 
 
 def parity_batches(run: Run, limit: int, data_root: str | None = None) -> list[Any]:
-    """Encoded test batches of the run (``Run.data().test``), ``limit`` examples in all."""
+    """Test batches of the run (``Run.data().test``) as ``encode_inputs`` gives them, ``limit`` examples in all."""
     try:
         loader = run.data(data_root).test
     except DeepfoundryError as exc:
         raise DeepfoundryError(f"export checks the graph on the run's test data, which cannot be built: {exc}") from None
     batches, seen = [], 0
+    task = run.task
     for x, _ in loader:
-        x = _take(x, limit - seen)
+        x = task.loader_inputs(_take(x, limit - seen))
         batches.append(x)
         seen += _size(x)
         if seen >= limit:

@@ -109,6 +109,16 @@ class Task(nn.Module):
                                    f"runs; see docs/deploy.md){self.use_instead}")
         return ExportGraph(self, codec_for(self.info).export_prepare())
 
+    def loader_inputs(self, x: Any) -> Any:
+        """A data loader's input batch as :meth:`encode_inputs` would give it, i.e. what :meth:`predict` takes
+        (the same for most families; forecasting loaders hold scaled windows, predict takes the series' units)."""
+        return x
+
+    def score(self, outputs: torch.Tensor, target: torch.Tensor) -> tuple[str, float]:
+        """The family's headline test metric from :meth:`predict` outputs and a loader's targets (comparing
+        exported or optimised graphs: ``deepfoundry optimize``)."""
+        raise DeepfoundryError(f"a {self.family} run has no headline metric to compare optimised models on")
+
     def export_inputs(self, raw: Any) -> tuple[torch.Tensor, ...]:
         """Raw inputs -> the exported graph's inputs (the input kind's codec)."""
         return codec_for(self.info).export_inputs(raw)
@@ -161,6 +171,10 @@ class ClassifierOutputs:
     def probabilities(self, batch: Any) -> torch.Tensor:
         return self.predict(batch)  # type: ignore[attr-defined]
 
+    def score(self, outputs: torch.Tensor, target: torch.Tensor) -> tuple[str, float]:
+        """``accuracy = mean(argmax_c p_c == y)``."""
+        return "accuracy", float((torch.as_tensor(outputs).argmax(dim=1) == target).double().mean())
+
 
 class ValueOutputs:
     """The output half of the contract for tasks whose ``predict`` gives values in the target's units:
@@ -190,6 +204,7 @@ class ExportGraph(nn.Module):
             if callable(hook):
                 hook()
         self.prepare = prepare
+        self.eval()  # exporters restore the mode they found: inference mode (dropout off, batch-norm statistics)
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         return self.task.predict(self.prepare(*inputs))

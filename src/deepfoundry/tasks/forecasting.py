@@ -117,6 +117,15 @@ class ForecastingTask(ValueOutputs, Task):
         z = (x.float() - self.loc) / self.scale
         return self.model(z).float() * self.scale + self.loc
 
+    def loader_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Loaders hold scaled windows ``z``; :meth:`predict` takes the series' units ``z * scale + loc``."""
+        return x.float() * self.scale + self.loc
+
+    def score(self, outputs: torch.Tensor, target: torch.Tensor) -> tuple[str, float]:
+        """``rmse`` in the series' units over every (window, step): targets unscaled, ``z * scale + loc``."""
+        y = target.double() * self.scale + self.loc
+        return "rmse", float(((outputs.double().reshape(y.shape) - y) ** 2).mean().sqrt())
+
 
 class SequenceRegressionTask(ValueOutputs, Task):
     """One real value per sequence, MSE loss; ``trivial_mse`` of the constant baseline beside it."""
@@ -152,6 +161,11 @@ class SequenceRegressionTask(ValueOutputs, Task):
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x.float()).float()
+
+    def score(self, outputs: torch.Tensor, target: torch.Tensor) -> tuple[str, float]:
+        """``rmse`` of the predicted values."""
+        y = target.double()
+        return "rmse", float(((outputs.double().reshape(y.shape) - y) ** 2).mean().sqrt())
 
 
 def gradient_profile(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:

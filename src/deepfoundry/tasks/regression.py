@@ -61,6 +61,11 @@ class RegressionTask(ValueOutputs, Task):
         """Predictions in the original target units."""
         return self.model(x).float() * self.std + self.mean
 
+    def score(self, outputs: torch.Tensor, target: torch.Tensor) -> tuple[str, float]:
+        """``rmse`` in the target's units: targets unscaled, ``y * std + mean``."""
+        y = target.double().reshape(len(target), -1) * self.std + self.mean
+        return "rmse", float(((outputs.double().reshape(y.shape) - y) ** 2).mean().sqrt())
+
 
 @TASKS.register("regression")
 def regression(*, model: nn.Module, info: dict[str, Any], loss: str = "mse", huber_delta: float = 1.0) -> RegressionTask:
