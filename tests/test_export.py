@@ -6,6 +6,7 @@ the synthetic sentiment corpus, sunspots); the acceptance runs of issue 21 are m
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,7 @@ def test_image_bundle_onnx_parity_and_predictor(digits_run: deepfoundry.Run, tmp
     probs = predictor.forward(bundle_run.task.encode_inputs(images))
     np.testing.assert_allclose(probs, digits_run.predict_proba(images), atol=1e-5)
     np.testing.assert_allclose(predictor.run(images), probs, atol=1e-5)
+    np.testing.assert_allclose(predictor.forward(bundle_run.task.encode_inputs(images).numpy()), probs, atol=1e-6)
     rows = predictor.predict_rows(images)
     assert [r["label"] for r in rows] == [str(k) for k in digits_run.predict(images)]
     # dynamic batch: one example and many
@@ -169,6 +171,12 @@ def test_parity_failure_is_one_line_and_leaves_no_bundle(digits_run: deepfoundry
     with pytest.raises(DeepfoundryError, match=r"differs from the run's predictions by .* nothing was exported"):
         export_run(digits_run.path, "onnx", out=tmp_path / "b", parity_limit=20)
     assert not (tmp_path / "b" / "model.onnx").exists() and not (tmp_path / "b" / "bundle.json").exists()
+
+
+def test_missing_extra_is_one_line_naming_it(digits_run: deepfoundry.Run, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
+    with pytest.raises(DeepfoundryError, match=r"deploy extra: pip install 'deepfoundry\[deploy\]'"):
+        export_run(digits_run.path, "onnx")
 
 
 def test_families_without_one_graph_refuse(tmp_path_factory: pytest.TempPathFactory) -> None:

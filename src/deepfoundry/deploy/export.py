@@ -169,6 +169,12 @@ def _as_numpy(x: Any, dtype: str) -> np.ndarray:
     return np.ascontiguousarray(arr.astype(dtype, copy=False))
 
 
+def _as_tensors(batch: Any) -> Any:
+    if isinstance(batch, (tuple, list)):
+        return tuple(_as_tensors(b) for b in batch)
+    return batch if isinstance(batch, torch.Tensor) else torch.as_tensor(np.asarray(batch))
+
+
 class OnnxPredictor:
     """onnxruntime on a bundle's ``model.onnx``, fed through the run's task contract.
 
@@ -214,8 +220,9 @@ class OnnxPredictor:
         return self.session.run(None, {n: _as_numpy(f, d) for (n, d), f in zip(self.inputs, feeds)})[0]
 
     def forward(self, batch: Any) -> np.ndarray:
-        """An encoded batch (``task.encode_inputs(raw)``) -> ``task.predict(batch)`` computed by onnxruntime."""
-        return self.run(*self.task.export_feeds(batch))
+        """An encoded batch (``task.encode_inputs(raw)``; tensors or arrays) -> ``task.predict(batch)`` computed
+        by onnxruntime."""
+        return self.run(*self.task.export_feeds(_as_tensors(batch)))
 
     __call__ = forward
 
@@ -301,6 +308,7 @@ def write_bundle(run: Run, graph: torch.nn.Module, fmt: str, out: Path, batches:
     meta.update({"max_abs_diff": worst, "checked": checked, "parity_tolerance": tolerance, **(extra or {})})
     if tolerance is not None and not worst <= tolerance:
         model_path.unlink(missing_ok=True)
+        (out / "bundle.json").unlink(missing_ok=True)  # an earlier export's description no longer holds
         raise DeepfoundryError(f"the exported {fmt} graph differs from the run's predictions by {worst:.3g} "
                                f"(max |difference| over {checked} test examples; tolerance {tolerance:g}); "
                                f"nothing was exported")
