@@ -117,7 +117,8 @@ def _train(recipe: str | Path | RunConfig | None, overrides: dict[str, Any] | li
         _stop_if_signalled(stop, rundir, "after training, before the report")
         run = Run(rundir.path)
         if cfg.trainer.report:
-            from .report import write_model_card, write_report
+            from .report import write_report
+            from .responsible.model_card import write_model_card
 
             write_report(run)
             write_model_card(run)
@@ -174,9 +175,13 @@ def _fit(cfg: RunConfig, rundir: RunDirectory, ckpt: dict[str, Any] | None, call
     _stop_if_signalled(stop, rundir, "during the final evaluation")
     rundir.save_model(trainer.unwrapped_model, name=cfg.model.name, kwargs=cfg.model.builder_kwargs(),
                       context=context, task=cfg.task.name, task_kwargs=cfg.task.builder_kwargs(), info=data.info)
+    flops = trainer.step_flops(data.train)  # for the model card's training compute
+    batches = trainer.epoch * len(data.train) + trainer.batch_in_epoch
     rundir.save_results({
         "val": val, "test": test, "seconds": seconds, "train_seconds": trainer.elapsed,
-        "epochs_run": trainer.epoch, "stop_reason": trainer.stop_reason, "device": str(trainer.device)})
+        "epochs_run": trainer.epoch, "stop_reason": trainer.stop_reason, "device": str(trainer.device),
+        "compute": {"flops_per_batch": flops, "batches": batches,
+                    "train_flops": flops * batches if flops is not None else None}})
     finish = getattr(task, "on_train_end", None)  # task-specific outputs (language models: samples.txt)
     if callable(finish):
         finish(rundir.path)

@@ -9,6 +9,7 @@ batches come from in-memory tensors, and the loss is read back once per step on 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 from pathlib import Path
@@ -328,6 +329,25 @@ class Trainer:
         epoch = self.epoch + 1 if self.batch_in_epoch else self.epoch
         raise Stopped(self.stop_signal.name, epoch=epoch or None,  # before the first step: "at step 0"
                       step=self.global_step, checkpoint=path, run_dir=self.run_dir)
+
+    def step_flops(self, loader: Loader) -> int | None:
+        """Floating-point operations of one training step (forward and backward) on the first batch of
+        ``loader``, counted by ``torch.utils.flop_counter.FlopCounterMode`` (matrix products,
+        convolutions and attention; element-wise operations are not counted). The step runs on a copy
+        of the task, so the weights, gradients and optimizer state of the run are untouched; ``None``
+        for an empty loader."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        batch = next(iter(loader.epoch_batches(0)), None)
+        if batch is None or self.task is None:
+            return None
+        probe = copy.deepcopy(self.task)
+        probe.train()
+        with FlopCounterMode(display=False) as counter, self.autocast():
+            loss = probe.training_step(self._to_device(batch))
+            if not probe.manual_optimization and isinstance(loss, torch.Tensor) and loss.requires_grad:
+                loss.backward()  # manual optimisation (GANs) runs its backward passes inside training_step
+        return int(counter.get_total_flops())
 
     @torch.no_grad()
     def evaluate(self, loader: Loader, task: TrainableTask | None = None) -> dict[str, Any]:
