@@ -9,7 +9,7 @@ Each SIGKILL trial starts ``deepfoundry train`` in a subprocess, waits for its f
 seeded random time within the run's expected length, sends SIGKILL, then runs ``deepfoundry train --resume``
 and compares every tensor of ``model.safetensors`` with the reference. SIGTERM trials do the same with SIGTERM and also check the exit code (143) and the one
 ``stopped by SIGTERM ...`` line. A trial whose kill came after the run had finished counts as ``finished``
-(no resume needed) and is redrawn.
+(no resume needed) and is redrawn (up to 10 times); a run that fails on its own counts as a failure.
 
 usage: python benchmarks/kill_resume.py [--kills 20] [--terms 10] [--seed 0] [--quick]
 """
@@ -61,7 +61,10 @@ def trial(job: str, sig: signal.Signals, rng: random.Random, ref: Path, work: Pa
     delay = rng.uniform(0.0, length)
     time.sleep(delay)
     if proc.poll() is not None:
-        proc.communicate()
+        _, err = proc.communicate()
+        if proc.returncode != 0:  # not a late signal: the run itself failed
+            return {"job": job, "signal": sig.name, "delay_s": round(delay, 2), "exit": proc.returncode,
+                    "outcome": "failed", "ok": False, "error": err.strip().splitlines()[-1:]}
         return {"job": job, "signal": sig.name, "delay_s": round(delay, 2), "outcome": "finished"}
     proc.send_signal(sig)
     _, err = proc.communicate()
@@ -75,7 +78,7 @@ def trial(job: str, sig: signal.Signals, rng: random.Random, ref: Path, work: Pa
     row = {"job": job, "signal": sig.name, "delay_s": round(delay, 2), "exit": code,
            "resume_exit": resumed.returncode, "bit_identical": exact, "outcome": "resumed"}
     if sig is signal.SIGTERM:
-        row["message"] = stopped_line[:60]
+        row["message"] = stopped_line[:90] or (err.strip().splitlines() or [""])[-1][:90]
         row["ok"] = exact and code == 143 and stopped_line.startswith("stopped by SIGTERM")
     else:
         row["ok"] = exact and code == -signal.SIGKILL
@@ -112,8 +115,10 @@ def main() -> None:
         for n, sig in enumerate([signal.SIGKILL] * args.kills + [signal.SIGTERM] * args.terms):
             job = "dqn" if n % 4 == 3 else "lenet"  # one trial in four on the DQN loop
             every = 1 if n % 2 else 7               # every step: many kills land inside a checkpoint write
-            for _ in range(5):  # redraw a moment that came after the run had finished
-                row = trial(job, sig, rng, refs[job], work, max(0.5, 0.9 * lengths[job]), every)
+            for _ in range(10):  # redraw a moment that came after the run had finished
+                # the window: 80% of the reference's time from its first checkpoint to its exit (which includes
+                # the final evaluation, the save and the interpreter's exit, where a kill finds a finished run)
+                row = trial(job, sig, rng, refs[job], work, max(0.5, 0.8 * lengths[job]), every)
                 if row["outcome"] != "finished":
                     break
             rows.append(row)

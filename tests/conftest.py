@@ -60,3 +60,22 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory):
 
     return deepfoundry.train("lenet5-digits", overrides={**FAST, "trainer.epochs": 3},
                              out=tmp_path_factory.mktemp("runs") / "digits")
+
+
+def _crash_class():
+    from deepfoundry.engine.callbacks import Callback
+
+    class Crash(Callback):
+        """A Trainer callback that simulates a crash (``KeyboardInterrupt``) after ``after`` optimizer steps."""
+
+        def __init__(self, after: int) -> None:
+            self.after = after
+
+        def on_train_batch_end(self, trainer, loss) -> None:
+            if trainer.global_step == self.after:
+                raise KeyboardInterrupt
+
+    return Crash
+
+
+Crash = _crash_class()

@@ -267,3 +267,43 @@ def test_remove_stale_temporaries_touches_only_the_writers_pattern(tmp_path: Pat
     assert sorted(remove_stale_temporaries(tmp_path)) == sorted(stale)
     assert all(p.exists() for p in others) and not any(p.exists() for p in stale)
     assert remove_stale_temporaries(tmp_path / "missing") == []
+
+
+def test_trainer_fit_resume_from_a_damaged_last_path_falls_back_on_previous(run_copy: Path, capsys) -> None:
+    """The Python API (``Trainer.fit(resume_from=path)``) has the same fallback as ``train --resume``."""
+    from deepfoundry.api import Run, model_context
+    from deepfoundry.data import build_data
+    from deepfoundry.engine.trainer import Trainer
+    from deepfoundry.models import build_model
+    from deepfoundry.tasks import build_task
+
+    last = run_copy / "checkpoints" / "last.safetensors"
+    flip_tensor_byte(last)
+    previous_step = load_state(run_copy / "checkpoints" / "previous.safetensors")["trainer"]["global_step"]
+    cfg = Run(run_copy).config
+    data = build_data(cfg.data, seed=cfg.seed)
+    task = build_task(cfg.task, build_model(cfg.model.name, cfg.model.builder_kwargs(), model_context(data.info)),
+                      data.info)
+    trainer = Trainer(cfg.trainer, cfg.optim)
+    capsys.readouterr()
+    trainer.fit(task, data, resume_from=last)
+    err = capsys.readouterr().err
+    assert sum(line.startswith("warning:") for line in err.splitlines()) == 1 and str(last) in err
+    assert trainer.resumed_from == run_copy / "checkpoints" / "previous.safetensors"
+    assert trainer.global_step > previous_step
+
+
+def test_metrics_jsonl_torn_last_line_is_skipped_and_a_bad_line_is_one_error(tmp_path: Path) -> None:
+    from deepfoundry.engine.rundir import read_jsonl, truncate_jsonl
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"kind": "epoch", "step": 1}\n{"kind": "epoch", "step": 2}\n{"kind": "ep')
+    assert [r["step"] for r in read_jsonl(path)] == [1, 2]
+    truncate_jsonl(path, 1)  # a resume at step 1: the torn line and step 2 go
+    assert read_jsonl(path) == [{"kind": "epoch", "step": 1}]
+    path.write_text('{"step": 1}\nnot json\n{"step": 3}\n')
+    with pytest.raises(DeepfoundryError, match=r"metrics.jsonl:2: not a JSON line"):
+        read_jsonl(path)
+    path.write_text('[1, 2]\n{"step": 3}\n')
+    with pytest.raises(DeepfoundryError, match=r"metrics.jsonl:1: a record must be a JSON object"):
+        read_jsonl(path)

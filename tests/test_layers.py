@@ -25,6 +25,9 @@ FORBIDDEN: dict[str, set[str]] = {
     "report": {"api", "cli"},
     "transfer": {"api", "cli", "report", "tasks", "data", "rl"},
 }
+for _part in ("nn", "models", "data", "engine", "tasks", "rl", "report", "transfer"):  # deploy sits above api
+    FORBIDDEN[_part] = FORBIDDEN[_part] | {"deploy"}
+FORBIDDEN.setdefault("deploy", set()).add("cli")
 # responsible AI (fairness, explanations, ...): below api, above the families, which never import it (engine is
 # left to the DP-SGD wiring of the Trainer to settle)
 FORBIDDEN["responsible"] = {"api", "cli", "report"}

@@ -10,9 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import Crash
 
 import deepfoundry
-from deepfoundry import Callback
 from deepfoundry.cli import main
 from deepfoundry.engine.checkpoint import load_state, load_weights
 from deepfoundry.engine.ownership import LOCK, acquire
@@ -34,15 +34,6 @@ def one_error_line(err: str) -> str:
     lines = [line for line in err.strip().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
     return lines[0]
-
-
-class Crash(Callback):
-    def __init__(self, after: int) -> None:
-        self.after = after
-
-    def on_train_batch_end(self, trainer, loss) -> None:
-        if trainer.global_step == self.after:
-            raise KeyboardInterrupt
 
 
 @pytest.fixture()

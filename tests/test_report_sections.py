@@ -3,6 +3,7 @@ and plotting kept out of the task, generative and RL code."""
 from __future__ import annotations
 
 import ast
+import math
 import re
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import torch
 import deepfoundry
 import deepfoundry.rl.task  # noqa: F401  (registers the DQN task)
 from deepfoundry.errors import DeepfoundryError
-from deepfoundry.report import SECTIONS, write_model_card, write_report
+from deepfoundry.report import SECTIONS, write_report
+from deepfoundry.responsible.model_card import write_model_card
 from deepfoundry.report.classification import WORST_INPUTS
 from deepfoundry.tasks.base import Task
 
@@ -90,7 +92,8 @@ def test_model_card_holds_the_facts_of_the_run(run: deepfoundry.Run) -> None:
     card = path.read_text(encoding="utf-8")
     assert card.startswith("# Model card: lenet5-digits\n\n" + run.config.description + "\n")
     titles = re.findall(r"^## (.*)$", card, re.M)
-    assert titles == ["Model", "Data", "Metrics", "Training", "Software"]
+    assert titles == ["Intended use", "Model", "Data", "Metrics", "Training compute", "Limitations", "Software"]
+    assert "- outputs: 10 classes: `0`, `1`" in card and "- input: image, shape (1, 8, 8)" in card
     params = sum(p.numel() for p in run.model.parameters())
     assert "- architecture: `lenet5`" in card and f"- parameters: {params:,}" in card
     assert "- dataset: `digits`" in card
@@ -102,6 +105,14 @@ def test_model_card_holds_the_facts_of_the_run(run: deepfoundry.Run) -> None:
     assert "confusion_matrix" not in card  # scalars only
     assert "- epochs run: 1 of 1" in card and f"- device: {run.results['device']}" in card
     assert f"- torch: {torch.__version__}" in card and f"- deepfoundry: {deepfoundry.__version__}" in card
+    compute = run.results["compute"]  # one training step counted by FlopCounterMode x the batches run
+    assert compute["flops_per_batch"] > 0 and compute["batches"] == 1 * math.ceil(run.info["num_train"] / run.config.data.batch_size)
+    assert f"{compute['batches']:,} batches" in card
+    from deepfoundry.responsible.model_card import wilson_interval
+
+    lo, hi = wilson_interval(run.results["test"]["accuracy"], run.info["num_test"])
+    assert f"its 95% interval is [{lo:.4f}, {hi:.4f}]" in card and lo < run.results["test"]["accuracy"] < hi
+    assert "Not audited for fairness" in card and "Trained without differential privacy" in card
     assert not re.search(r"TODO|TBD|placeholder|fill in", card, re.I)
 
 

@@ -3,6 +3,7 @@
 The Trainer's bit-identical resume after a signal is in test_trainer.py (it shares the uninterrupted run)."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -62,6 +63,9 @@ def test_dqn_sigterm_checkpoints_and_resume_completes(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr and not (out / "model.json").exists()
     step = load_state(out / "checkpoints" / "last.safetensors")["step"]
     assert f"at step {step};" in last and 1000 <= step < 20000
+    # one environment copy: the loop played on to the open episode's end, so the resume is exact
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["kind"] == "episode" and records[-1]["step"] == step, records[-3:]
     resumed = subprocess.run([sys.executable, "-m", "deepfoundry", "train", "--resume", str(out), "--json"],
                              capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
@@ -146,3 +150,59 @@ def test_a_signal_outside_training_is_one_line(sig: int, code: int, line: str, m
     err = capsys.readouterr().err
     assert exc.value.code == code and err.strip().splitlines() == [line], err
     assert {s: signal.getsignal(s) for s in before} == before
+
+
+def test_a_signal_after_the_training_loop_stops_before_saving_and_the_resume_finishes(tmp_path: Path,
+                                                                                    monkeypatch) -> None:
+    """SIGTERM during the final evaluation (after the loop's last checkpoint): the run stops at the next
+    phase boundary with the one line, writes no model, and the resume gives the uninterrupted weights."""
+    import deepfoundry
+    from deepfoundry.engine.trainer import Trainer
+    from safetensors.torch import load_file
+
+    overrides = {"trainer.progress": False, "trainer.tensorboard": False, "trainer.report": False,
+                 "trainer.epochs": 2}
+    whole = deepfoundry.train("lenet5-digits", overrides=overrides, out=tmp_path / "whole")
+    evaluate, calls = Trainer.evaluate, []
+
+    def signalled(self, loader, task=None):
+        calls.append(1)
+        if len(calls) == 3:  # two validations in the loop, then the final evaluation's first split
+            os.kill(os.getpid(), signal.SIGTERM)
+        return evaluate(self, loader, task)
+
+    monkeypatch.setattr(Trainer, "evaluate", signalled)
+    out = tmp_path / "stopped"
+    with pytest.raises(Stopped) as exc:
+        deepfoundry.train("lenet5-digits", overrides=overrides, out=out)
+    assert str(exc.value) == (f"stopped by SIGTERM during the final evaluation; "
+                              f"continue with 'deepfoundry train --resume {out}'")
+    assert exc.value.exit_code == 143 and not (out / "model.json").exists()
+    assert not (out / ".lock").exists()
+    monkeypatch.setattr(Trainer, "evaluate", evaluate)
+    resumed = deepfoundry.train(None, resume=out)
+    a, b = load_file(whole.path / "model.safetensors"), load_file(resumed.path / "model.safetensors")
+    assert a.keys() == b.keys() and all(bool((a[k] == b[k]).all()) for k in a)
+
+
+def test_a_signal_while_the_data_loads_reaches_the_first_training_step(tmp_path: Path, monkeypatch) -> None:
+    """One flag from the api down to the Trainer: a SIGTERM before the loop starts is not lost."""
+    import deepfoundry
+    import deepfoundry.api
+
+    build_data = deepfoundry.api.build_data
+
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return build_data(*args, **kwargs)
+
+    monkeypatch.setattr(deepfoundry.api, "build_data", signalled)
+    out = tmp_path / "run"
+    with pytest.raises(Stopped) as exc:
+        deepfoundry.train("lenet5-digits", out=out, overrides={"trainer.progress": False, "trainer.report": False,
+                                                               "trainer.epochs": 1})
+    assert exc.value.step == 0 and (out / "checkpoints" / "last.safetensors").is_file()
+    assert str(exc.value).startswith("stopped by SIGTERM at step 0; continue with")
+    monkeypatch.setattr(deepfoundry.api, "build_data", build_data)
+    resumed = deepfoundry.train(None, resume=out)  # from step 0: a whole run
+    assert resumed.results["epochs_run"] == 1 and (out / "model.json").is_file()

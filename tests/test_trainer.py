@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import Crash
 import torch
 
 import deepfoundry
@@ -35,17 +36,6 @@ def _assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) ->
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-
-
-class Crash(Callback):
-    """Simulates a crash after ``after`` optimizer steps (mid-epoch)."""
-
-    def __init__(self, after: int) -> None:
-        self.after = after
-
-    def on_train_batch_end(self, trainer, loss) -> None:
-        if trainer.global_step == self.after:
-            raise KeyboardInterrupt
 
 
 @pytest.fixture(scope="module")

@@ -23,8 +23,9 @@ from .config import RunConfig, apply_overrides, load_config, read_yaml, validate
 from .data import DataBundle, build_data
 from .engine.checkpoint import load_resume_state, load_weights, previous_path
 from .engine.ownership import check_new_run, check_out, claim, resume_changes
-from .engine.rundir import RunDirectory
+from .engine.rundir import RunDirectory, read_jsonl
 from .engine.seeding import seed_everything
+from .engine.signals import StopFlag, Stopped, graceful_stop
 from .engine.trainer import Trainer
 from .errors import DeepfoundryError
 from .models import build_model
@@ -102,7 +103,9 @@ def _train(recipe: str | Path | RunConfig | None, overrides: dict[str, Any] | li
         registry.load()                          # Python's global RNG (sklearn.preprocessing), so a fresh process
     rundir = RunDirectory(run_dir)               # and a warm one must reach seed_everything in the same state
     own_loop = getattr(TASKS.get(cfg.task.name), "own_loop", None)  # a family with its own loop (DQN)
-    with claim(run_dir):
+    # SIGTERM/SIGINT from here on: the training loops stop at a step boundary with a checkpoint; outside
+    # them (loading data, the final evaluation, saving) the run stops at the next phase boundary
+    with claim(run_dir), graceful_stop() as stop:
         if resume is None:
             check_new_run(run_dir, overwrite)
         elif changes:
@@ -110,10 +113,12 @@ def _train(recipe: str | Path | RunConfig | None, overrides: dict[str, Any] | li
         if own_loop is not None:
             own_loop(cfg, rundir, ckpt)
         else:
-            _fit(cfg, rundir, ckpt, callbacks, show_loop)
+            _fit(cfg, rundir, ckpt, callbacks, show_loop, stop)
+        _stop_if_signalled(stop, rundir, "after training, before the report")
         run = Run(rundir.path)
         if cfg.trainer.report:
-            from .report import write_model_card, write_report
+            from .report import write_report
+            from .responsible.model_card import write_model_card
 
             write_report(run)
             write_model_card(run)
@@ -132,8 +137,16 @@ def _record_resume(rundir: RunDirectory, state: dict[str, Any], changes: list[st
         fh.write(json.dumps({"kind": "resume", "step": step, "changes": changes}) + "\n")
 
 
+def _stop_if_signalled(stop: StopFlag, rundir: RunDirectory, phase: str) -> None:
+    """Raise :class:`Stopped` if SIGTERM/SIGINT arrived; the resume starts from the last checkpoint."""
+    if stop.signum:
+        last = rundir.last_checkpoint
+        raise Stopped(stop.name, step=None, phase=phase, run_dir=rundir.path,
+                      checkpoint=last if last.is_file() or previous_path(last).is_file() else None)
+
+
 def _fit(cfg: RunConfig, rundir: RunDirectory, ckpt: dict[str, Any] | None, callbacks: list[Any] | None,
-         show_loop: bool) -> None:
+         show_loop: bool, stop: StopFlag) -> None:
     """The Trainer's families: data, model and task from the config, fitted, evaluated and saved."""
     seed_everything(cfg.seed)
     data = build_data(cfg.data, seed=cfg.seed)
@@ -160,13 +173,19 @@ def _fit(cfg: RunConfig, rundir: RunDirectory, ckpt: dict[str, Any] | None, call
     seconds = time.perf_counter() - started
     if cfg.trainer.threads:  # fit put the process's thread count back; evaluate with the run's, as it trained
         torch.set_num_threads(cfg.trainer.threads)
+    _stop_if_signalled(stop, rundir, "after training, before the final evaluation")
     val = trainer.evaluate(data.val) if data.val.num_samples else {}
     test = trainer.evaluate(data.test) if data.test.num_samples else {}
+    _stop_if_signalled(stop, rundir, "during the final evaluation")
     rundir.save_model(trainer.unwrapped_model, name=cfg.model.name, kwargs=cfg.model.builder_kwargs(),
                       context=context, task=cfg.task.name, task_kwargs=cfg.task.builder_kwargs(), info=data.info)
+    flops = trainer.step_flops(data.train)  # for the model card's training compute
+    batches = trainer.epoch * len(data.train) + trainer.batch_in_epoch
     rundir.save_results({
         "val": val, "test": test, "seconds": seconds, "train_seconds": trainer.elapsed,
-        "epochs_run": trainer.epoch, "stop_reason": trainer.stop_reason, "device": str(trainer.device)})
+        "epochs_run": trainer.epoch, "stop_reason": trainer.stop_reason, "device": str(trainer.device),
+        "compute": {"flops_per_batch": flops, "batches": batches,
+                    "train_flops": flops * batches if flops is not None else None}})
     finish = getattr(task, "on_train_end", None)  # task-specific outputs (language models: samples.txt)
     if callable(finish):
         finish(rundir.path)
@@ -235,8 +254,7 @@ class Run:
         path = self.path / "metrics.jsonl"
         if not path.exists():
             return []
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        return [r for r in rows if r.get("kind") == "epoch"]
+        return [r for r in read_jsonl(path) if r.get("kind") == "epoch"]
 
     @property
     def results(self) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from .._version import __version__
+from ..errors import DeepfoundryError
 from ..config import RunConfig, dump_config
 from .checkpoint import atomic_write, remove_stale_temporaries, save_weights
 
@@ -42,9 +43,9 @@ def truncate_jsonl(path: str | Path, step: int) -> None:
     path = Path(path)
     if not path.exists():
         return
-    keep = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= step]
-    path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+    keep = [row for row in read_jsonl(path) if row.get("step", 0) <= step]  # a torn last line goes too
+    text = "".join(json.dumps(row) + "\n" for row in keep)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 class RunDirectory:
@@ -116,3 +117,30 @@ class RunDirectory:
     def save_results(self, results: dict[str, Any]) -> None:
         """``results.json``: final metrics, timings and the device the run trained on."""
         write_json(self.path / "results.json", results)
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file such as ``metrics.jsonl``.
+
+    A torn last line (the process was killed while writing it) is skipped; any other line that is not a
+    JSON object is an error naming ``file:line``.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DeepfoundryError(f"cannot read '{path}': {exc}") from None
+    rows: list[dict[str, Any]] = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if n == len(lines):  # torn by a kill mid-write: the records before it stand
+                break
+            raise DeepfoundryError(f"{path}:{n}: not a JSON line ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise DeepfoundryError(f"{path}:{n}: a record must be a JSON object, not {type(row).__name__}")
+        rows.append(row)
+    return rows

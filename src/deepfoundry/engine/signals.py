@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator
 from ..errors import DeepfoundryError
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+_ACTIVE: "StopFlag | None" = None  # the flag of the outermost graceful_stop in this process
 
 
 class StopFlag:
@@ -46,20 +47,27 @@ class Stopped(DeepfoundryError):
     """Training stopped on a signal, at a step boundary, after writing its checkpoint.
 
     ``signal_name`` is ``"SIGTERM"`` or ``"SIGINT"``; ``epoch`` (1-based, ``None`` for loops without
-    epochs) and ``step`` say where; ``checkpoint`` is the file written (``None`` without a run directory).
+    epochs) and ``step`` say where, or ``phase`` (``step=None``) for a signal after the loop, e.g. during
+    the final evaluation; ``checkpoint`` is the file to resume from (``None`` without a run directory).
     """
 
-    def __init__(self, signal_name: str, *, step: int, epoch: int | None = None,
-                 checkpoint: str | Path | None = None, run_dir: str | Path | None = None) -> None:
-        self.signal_name, self.epoch, self.step = signal_name, epoch, step
+    def __init__(self, signal_name: str, *, step: int | None, epoch: int | None = None,
+                 checkpoint: str | Path | None = None, run_dir: str | Path | None = None,
+                 phase: str | None = None) -> None:
+        self.signal_name, self.epoch, self.step, self.phase = signal_name, epoch, step, phase
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        where = f"epoch {epoch}, step {step}" if epoch is not None else f"step {step}"
+        if step is None:  # after the training loop: ``phase`` names what was running
+            where = phase or "after training"
+        else:
+            where = f"at epoch {epoch}, step {step}" if epoch is not None else f"at step {step}"
+            if phase:
+                where += f" ({phase})"
         if self.checkpoint is not None and self.run_dir is not None:
             then = f"continue with 'deepfoundry train --resume {self.run_dir}'"
         else:
             then = "no checkpoint was written (the run has no run directory)"
-        super().__init__(f"stopped by {signal_name} at {where}; {then}")
+        super().__init__(f"stopped by {signal_name} {where}; {then}")
 
     @property
     def exit_code(self) -> int:
@@ -88,9 +96,14 @@ def graceful_stop() -> Iterator[StopFlag]:
     """Handle SIGTERM and SIGINT while the block runs; yields the :class:`StopFlag` to poll.
 
     The first signal sets the flag; a second one prints one line and exits at once with
-    ``128 + signum``. Outside the main thread (where Python cannot install handlers) the flag is
+    ``128 + signum``. Nested inside another ``graceful_stop`` it yields the outer flag (a signal that
+    arrives while data loads is seen by the first training step). Outside the main thread (where Python cannot install handlers) the flag is
     never set; an ignored signal stays ignored. The previous handlers are put back on exit.
     """
+    global _ACTIVE
+    if _ACTIVE is not None:  # nested (the api around the Trainer): one flag, so no signal is lost between them
+        yield _ACTIVE
+        return
     flag = StopFlag()
     if threading.current_thread() is not threading.main_thread():
         yield flag
@@ -105,9 +118,11 @@ def graceful_stop() -> Iterator[StopFlag]:
         flag.signum = signum
 
     previous = _install(handle)
+    _ACTIVE = flag
     try:
         yield flag
     finally:
+        _ACTIVE = None
         _restore(previous)
 
 

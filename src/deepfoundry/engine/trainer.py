@@ -9,6 +9,7 @@ batches come from in-memory tensors, and the loss is read back once per step on 
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ from ..optim import Schedule, build_optimizer, build_scheduler, parameter_groups
 from . import callbacks as cbs
 from .contracts import Data, Loader, TrainableTask
 from .rundir import RunDirectory
-from .checkpoint import load_state, save_state
+from .checkpoint import load_resume_state, load_state, save_state
 from .divergence import DivergenceGuard
 from .signals import StopFlag, Stopped, graceful_stop
 from .unfreeze import gradual_unfreezing_for
@@ -174,13 +175,20 @@ class Trainer:
         """Train ``task`` on ``data.train``, validating on ``data.val`` after every epoch."""
         self._setup(task, data)
         self.data = data
-        if resume_from is not None:  # a checkpoint path, or a state already read with load_state
-            self._restore(resume_from if isinstance(resume_from, dict) else load_state(resume_from))
-            self.resumed_from = Path(self.run_dir or ".") if isinstance(resume_from, dict) else Path(resume_from)
+        if resume_from is not None:  # a checkpoint path (or run directory), or a state already read
+            if isinstance(resume_from, dict):
+                state, self.resumed_from = resume_from, Path(self.run_dir or ".")
+            else:  # a damaged last.safetensors falls back on previous.safetensors, with one warning line
+                state, self.resumed_from, warning = load_resume_state(resume_from)
+                if warning:
+                    self.progress.console.print(f"warning: {warning}", highlight=False, markup=False)
+            self._restore(state)
         with graceful_stop() as self.stop_signal:  # SIGTERM/SIGINT: checkpoint at the next step, raise Stopped
             for cb in self.callbacks:
                 cb.on_fit_start(self)
             try:
+                if self.stop_signal.signum:  # a signal while data and model were built: stop before any step
+                    self._stop_on_signal()
                 while self.epoch < self.epochs and not self.should_stop:
                     for cb in self.callbacks:
                         cb.on_epoch_start(self, self.epoch)
@@ -318,8 +326,28 @@ class Trainer:
         path = ckpt.last_path if ckpt is not None and self.run_dir is not None else None
         if path is not None:
             self.save_checkpoint(path)
-        raise Stopped(self.stop_signal.name, epoch=self.epoch + 1 if self.batch_in_epoch else self.epoch,
+        epoch = self.epoch + 1 if self.batch_in_epoch else self.epoch
+        raise Stopped(self.stop_signal.name, epoch=epoch or None,  # before the first step: "at step 0"
                       step=self.global_step, checkpoint=path, run_dir=self.run_dir)
+
+    def step_flops(self, loader: Loader) -> int | None:
+        """Floating-point operations of one training step (forward and backward) on the first batch of
+        ``loader``, counted by ``torch.utils.flop_counter.FlopCounterMode`` (matrix products,
+        convolutions and attention; element-wise operations are not counted). The step runs on a copy
+        of the task, so the weights, gradients and optimizer state of the run are untouched; ``None``
+        for an empty loader."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        batch = next(iter(loader.epoch_batches(0)), None)
+        if batch is None or self.task is None:
+            return None
+        probe = copy.deepcopy(self.task)
+        probe.train()
+        with FlopCounterMode(display=False) as counter, self.autocast():
+            loss = probe.training_step(self._to_device(batch))
+            if not probe.manual_optimization and isinstance(loss, torch.Tensor) and loss.requires_grad:
+                loss.backward()  # manual optimisation (GANs) runs its backward passes inside training_step
+        return int(counter.get_total_flops())
 
     @torch.no_grad()
     def evaluate(self, loader: Loader, task: TrainableTask | None = None) -> dict[str, Any]:

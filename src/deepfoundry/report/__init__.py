@@ -36,7 +36,6 @@ from .classification import (classification_outputs, per_class_metrics, roc_pr_s
 from .curves import feature_maps_section, first_conv, gradient_section, summary_section  # noqa: E402
 from .generative import grid_array, save_grid  # noqa: E402
 from .html import NO_DATA, embed_figure, html_table, render_page  # noqa: E402
-from .model_card import write_model_card  # noqa: E402
 from .sections import SECTIONS, records  # noqa: E402
 
 if TYPE_CHECKING:
@@ -44,7 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = ["NO_DATA", "SECTIONS", "classification_outputs", "embed_figure", "grid_array", "html_table",
            "per_class_metrics", "records", "roc_pr_section", "save_grid", "worst_examples_section",
-           "write_model_card", "write_report"]
+           "write_report"]
 
 
 RUN_SECTIONS = ("fairness", "explanations")  # sections of any run, empty until 'audit' / 'explain' wrote their files

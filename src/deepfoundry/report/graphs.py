@@ -9,7 +9,7 @@ drawing uses networkx's spring layout (Fruchterman-Reingold, fixed seed).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -95,6 +95,11 @@ def graph_figure(edge_index: np.ndarray, num_nodes: int, predictions: np.ndarray
     return fig
 
 
+def _first_non_empty(data: Any) -> Any:
+    """The test split, else val, else train: the first with samples (``None`` when all are empty)."""
+    return next((s for s in (data.test, data.val, data.train) if s.num_samples), None)
+
+
 @SECTIONS.register("node_embeddings")
 @torch.no_grad()
 def node_embeddings(run: "Run", plots: Path, data_root: str | None) -> list[tuple[str, str]]:
@@ -103,7 +108,7 @@ def node_embeddings(run: "Run", plots: Path, data_root: str | None) -> list[tupl
     karate club's communities)."""
     task = run.task
     data = run.data(data_root)
-    loader = next((s for s in (data.test, data.val, data.train) if s.num_samples), None)
+    loader = _first_non_empty(data)
     if loader is None:
         return []
     task.eval()
@@ -139,7 +144,7 @@ def graph_embeddings(run: "Run", plots: Path, data_root: str | None) -> list[tup
     class."""
     task = run.task
     data = run.data(data_root)
-    loader = next((s for s in (data.test, data.val, data.train) if s.num_samples), None)
+    loader = _first_non_empty(data)
     if loader is None:
         return []
     task.eval()

@@ -7,9 +7,9 @@ its family shows, in order, in its class attribute ``report_sections``
 """
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
+from ..engine.rundir import read_jsonl
 from ..registry import Registry
 
 if TYPE_CHECKING:
@@ -23,5 +23,4 @@ def records(run: "Run", kind: str) -> list[dict[str, Any]]:
     path = run.path / "metrics.jsonl"
     if not path.exists():
         return []
-    rows = (json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip())
-    return [r for r in rows if r.get("kind") == kind]
+    return [r for r in read_jsonl(path) if r.get("kind") == kind]

@@ -49,6 +49,8 @@ from ..optim import build_optimizer
 from .envs import check_env, make_env, make_vec_env
 from .replay import NStep, PrioritizedReplayBuffer, ReplayBuffer
 
+STOP_GRACE_SECONDS = 10.0  # a signal mid-episode waits this long for the episode's end (well inside the 30 s
+                           # that Docker and Kubernetes give between SIGTERM and SIGKILL)
 
 class DQNConfig(BaseModel):
     """The ``task`` section of a DQN recipe (defaults: the rl-zoo CartPole hyperparameters)."""
@@ -217,9 +219,10 @@ def train_rl(cfg: RunConfig, run_dir: RunDirectory | str | Path, resume_state: d
     model.safetensors + model.json and results.json. Progress (a bar over environment steps on a
     terminal, one line per periodic evaluation) goes to stderr when ``trainer.progress`` is on.
     The Q-network trains on the CPU (small networks, one environment step per forward pass).
-    SIGTERM or SIGINT stops the loop after the current environment step: it writes the checkpoint and
-    raises :class:`~deepfoundry.engine.signals.Stopped` (a resume is exact when the signal falls between
-    episodes with ``num_envs=1``; otherwise the resume starts new episodes).
+    SIGTERM or SIGINT stops the loop with a checkpoint and raises :class:`~deepfoundry.engine.signals.Stopped`:
+    with ``num_envs=1`` at the end of the open episode (the resume is exact) unless that takes more than
+    ``STOP_GRACE_SECONDS``; with several copies, or past that, after the current step (the resume starts
+    new episodes).
 
     >>> from deepfoundry.config import load_config
     >>> path = train_rl(load_config("dqn-cartpole", {"task.total_steps": 5000}), RunDirectory("runs/cartpole"))
@@ -285,6 +288,7 @@ def _train_rl(cfg: RunConfig, run_dir: RunDirectory | str | Path, resume_state: 
     returns, lengths = np.zeros(n_envs), np.zeros(n_envs, dtype=np.int64)
     resetting = np.zeros(n_envs, dtype=bool)  # copies whose next step is gymnasium's autoreset
     last_ckpt, loss, q_mean = step, float("nan"), float("nan")
+    signalled_at: float | None = None  # when SIGTERM/SIGINT arrived (one copy: wait for the episode's end)
     started = time.perf_counter()
     tick = time.perf_counter()
     log = JsonlWriter(run.metrics_path)
@@ -369,12 +373,17 @@ def _train_rl(cfg: RunConfig, run_dir: RunDirectory | str | Path, resume_state: 
                     checkpoint()
                     last_ckpt, tick = step, time.perf_counter()
                 # SIGTERM/SIGINT mid-episode: a gymnasium environment's own state (CartPole's pole, an emulator)
-                # cannot be saved in general, so the resume starts a new episode, as for num_envs > 1; the
-                # open episode's transitions stay in the buffer, its last n-1 (n-step) and its return are dropped.
+                # cannot be saved in general. With one copy the loop plays on to the episode's end (above: an
+                # exact resume) for up to STOP_GRACE_SECONDS; past that, or with several copies, it stops here and
+                # the resume starts a new episode: the open episode's transitions stay in the buffer, its last
+                # n-1 (n-step) and its return are dropped.
                 if stop.signum:
-                    train_seconds += time.perf_counter() - tick
-                    checkpoint()
-                    raise Stopped(stop.name, step=step, checkpoint=run.last_checkpoint, run_dir=run.path)
+                    signalled_at = signalled_at or time.monotonic()
+                    if n_envs > 1 or time.monotonic() - signalled_at > STOP_GRACE_SECONDS:
+                        train_seconds += time.perf_counter() - tick
+                        checkpoint()
+                        raise Stopped(stop.name, step=step, checkpoint=run.last_checkpoint, run_dir=run.path,
+                                      phase="mid-episode; the resume starts a new episode")
         bar.stop()
         train_seconds += time.perf_counter() - tick
         checkpoint()  # a later resume (with a larger total_steps) starts a new episode
