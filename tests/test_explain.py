@@ -104,6 +104,8 @@ def test_integrated_gradients_completeness_and_gradcam_in_the_report(runs, digit
     assert "alt='gradcam 00-gradcam.png' src='data:image/png;base64," in page
     card = explanation_summary(run)
     assert card["method"] == "gradcam" and set(card["methods"]) == {"integrated-gradients", "gradcam"}
+    text = (run / "model_card.md").read_text()  # explain rewrites the card
+    assert "## Explanations" in text and "(explanations/00-gradcam.png)" in text
 
 
 def test_ig_completeness_against_the_logits(runs, digit_files) -> None:

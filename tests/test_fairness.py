@@ -142,6 +142,10 @@ def test_audit_of_a_dropped_column_with_threshold_mitigation(adult_runs, capsys,
     summary = fairness_summary(run)
     assert summary["mitigated"]["demographic_parity_difference"] == pytest.approx(
         mitigated["demographic_parity_difference"])
+    card = (run / "model_card.md").read_text()  # audit rewrites the card with what it measured
+    assert "## Fairness" in card and "| measure | model | mitigated (threshold) |" in card
+    assert f"| demographic parity difference | {result['demographic_parity_difference']:.4f} |" in card
+    assert "| Female |" in card and "Not audited for fairness" not in card
 
     # predict: rows carrying sex get the mitigated decision; rows without it do not
     from deepfoundry.data.tabular import read_adult

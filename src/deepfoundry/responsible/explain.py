@@ -385,6 +385,9 @@ def explain(run: "Run", arguments: Sequence[str], method: str = "integrated-grad
         summary.update(targets=None, files=files)
         write_json(out / f"{method}.json", summary)
         write_json(out / "summary.json", summary)
+        from .model_card import write_model_card
+
+        write_model_card(run)
         return summary
     batch = task.encode_inputs(read.raw)
     e = Explainee(task.model, batch, read.raw, task.encode_inputs)
@@ -448,6 +451,9 @@ def explain(run: "Run", arguments: Sequence[str], method: str = "integrated-grad
     summary["files"] = files
     write_json(out / f"{method}.json", summary)  # one per method (the report shows each), and the latest
     write_json(out / "summary.json", summary)
+    from .model_card import write_model_card
+
+    write_model_card(run)  # the card's Explanations section
     return summary
 
 

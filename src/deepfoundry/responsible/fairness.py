@@ -408,6 +408,9 @@ def audit(run: "Run", sensitive: str | Sequence[str], split: str = "test", mitig
     result = _finite(result)  # strict JSON: an undefined rate (a group without positives) is null
     write_json(out / "audit.json", result)
     plot_groups(result, out / "groups.png")
+    from .model_card import write_model_card
+
+    write_model_card(run)  # the card's Fairness section and limitations now hold what was measured
     return result
 
 

@@ -151,7 +151,7 @@ def fairness_section(run: "Run") -> tuple[str, str] | None:
 def _group(row: dict[str, Any]) -> str:
     group = row.get("group")
     if isinstance(group, dict):
-        return ", ".join(f"{k}={v}" for k, v in group.items())
+        return ", ".join(str(v) for v in group.values())
     return str(group)
 
 
