@@ -102,6 +102,9 @@ def _train(recipe: str | Path | RunConfig | None, overrides: dict[str, Any] | li
         registry.load()                          # Python's global RNG (sklearn.preprocessing), so a fresh process
     rundir = RunDirectory(run_dir)               # and a warm one must reach seed_everything in the same state
     own_loop = getattr(TASKS.get(cfg.task.name), "own_loop", None)  # a family with its own loop (DQN)
+    if own_loop is not None and cfg.privacy.enabled:
+        raise DeepfoundryError(f"privacy (DP-SGD) cannot train task {cfg.task.name!r}: it runs its own loop "
+                               f"(reinforcement learning); drop the privacy.* keys")
     with claim(run_dir):
         if resume is None:
             check_new_run(run_dir, overwrite)
@@ -139,11 +142,20 @@ def _fit(cfg: RunConfig, rundir: RunDirectory, ckpt: dict[str, Any] | None, call
     data = build_data(cfg.data, seed=cfg.seed)
     context = model_context(data.info)
     model = build_model(cfg.model.name, cfg.model.builder_kwargs(), context)
+    privacy = None
+    if cfg.privacy.enabled:  # DP-SGD: BatchNorm -> GroupNorm, LSTM -> DPLSTM, then clipping + noise in the Trainer
+        from .engine.logging import stderr_console
+        from .responsible.privacy import DPSGD, make_private_model
+
+        model = make_private_model(model, lambda line: stderr_console().print(line, highlight=False, markup=False))
+        privacy = DPSGD(cfg.privacy)
     task = build_task(cfg.task, model, data.info)
+    if privacy is not None:
+        privacy.check(task)
     clip = getattr(model, "default_grad_clip", None)
     if cfg.trainer.grad_clip is None and clip:  # recurrent models clip by default (exploding gradients)
         cfg = cfg.model_copy(update={"trainer": cfg.trainer.model_copy(update={"grad_clip": float(clip)})})
-    trainer = Trainer(cfg.trainer, cfg.optim, run_dir=rundir.path, callbacks=callbacks)
+    trainer = Trainer(cfg.trainer, cfg.optim, run_dir=rundir.path, callbacks=callbacks, privacy=privacy)
     console = trainer.progress.console
     if show_loop:
         console.print(trainer.describe_loop(), highlight=False)
@@ -160,9 +172,11 @@ def _fit(cfg: RunConfig, rundir: RunDirectory, ckpt: dict[str, Any] | None, call
     test = trainer.evaluate(data.test) if data.test.num_samples else {}
     rundir.save_model(trainer.unwrapped_model, name=cfg.model.name, kwargs=cfg.model.builder_kwargs(),
                       context=context, task=cfg.task.name, task_kwargs=cfg.task.builder_kwargs(), info=data.info)
-    rundir.save_results({
-        "val": val, "test": test, "seconds": seconds, "train_seconds": trainer.elapsed,
-        "epochs_run": trainer.epoch, "stop_reason": trainer.stop_reason, "device": str(trainer.device)})
+    results = {"val": val, "test": test, "seconds": seconds, "train_seconds": trainer.elapsed,
+               "epochs_run": trainer.epoch, "stop_reason": trainer.stop_reason, "device": str(trainer.device)}
+    if privacy is not None:
+        results["privacy"] = privacy.summary()
+    rundir.save_results(results)
     finish = getattr(task, "on_train_end", None)  # task-specific outputs (language models: samples.txt)
     if callable(finish):
         finish(rundir.path)
@@ -205,6 +219,10 @@ class Run:
                 if "input_size" in ctx:
                     ctx["input_size"] = tuple(ctx["input_size"])
                 model = build_model(m["name"], kwargs, ctx)
+                if self.config.privacy.enabled:  # trained with DP-SGD: the same layer replacements as in training
+                    from .responsible.privacy import make_private_model
+
+                    model = make_private_model(model)
             except (TypeError, ValueError, KeyError, IndexError, OverflowError, RuntimeError) as exc:
                 raise DeepfoundryError(f"'{meta_path}' describes a model {m['name']!r} that cannot be built: "
                                        f"{_one_line(exc)}") from exc

@@ -102,9 +102,16 @@ def train(
     test = results.get("test") or results.get("eval", {})  # RL runs report their greedy evaluation
     summary = ", ".join(f"{k} {v:.4f}" for k, v in test.items() if isinstance(v, float))
     print(f"test: {summary}  ({results.get('seconds', 0):.1f}s)")
+    if results.get("privacy"):
+        p = results["privacy"]
+        print(f"privacy: epsilon {p['epsilon']:.3f} at delta {p['delta']:g} (noise multiplier "
+              f"{p['noise_multiplier']:.3f}, max_grad_norm {p['max_grad_norm']:g}, Poisson rate {p['sample_rate']:.4f})")
     if as_json:
-        _echo_json({"run": str(run.path), "test": _scalars(test), "val": _scalars(results.get("val", {})),
-                    "seconds": round(results.get("seconds", 0.0), 3)})
+        summary_json = {"run": str(run.path), "test": _scalars(test), "val": _scalars(results.get("val", {})),
+                        "seconds": round(results.get("seconds", 0.0), 3)}
+        if results.get("privacy"):  # DP-SGD runs: the budget spent (docs/privacy.md)
+            summary_json["privacy"] = results["privacy"]
+        _echo_json(summary_json)
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:

@@ -45,9 +45,26 @@ class ArrayLoader:
         self.epoch = 0
         # data.augment: ``(batch, epoch=, index=) -> batch``, applied by the Trainer to training batches on the device
         self.batch_transform: Any = None
+        self.sampling = "shuffle"  # or "poisson" (see use_poisson_sampling)
+        self.on_empty_draw: Any = None  # poisson: called for each draw that took no sample (and was not yielded)
+
+    def use_poisson_sampling(self) -> float:
+        """Switch training batches to Poisson sampling and return the sampling rate ``q = batch_size / N``.
+
+        Each of the ``ceil(N / batch_size)`` draws of an epoch takes every sample independently with
+        probability ``q``, so batch sizes vary around ``batch_size``. This is the sampling that the
+        privacy amplification of DP-SGD's accountant assumes (Abadi et al. 2016; Mironov et al. 2019):
+        fixed shuffled batches do not earn the epsilon the accountant reports. A draw that takes no
+        sample (probability ``(1 - q)^N``) is not yielded; ``on_empty_draw()`` is called for it instead,
+        so an accountant still counts it.
+        """
+        self.sampling = "poisson"
+        return min(1.0, self.batch_size / max(1, len(self.x)))
 
     def __len__(self) -> int:
         n = len(self.x)
+        if self.sampling == "poisson":
+            return -(-n // self.batch_size)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     @property
@@ -55,6 +72,9 @@ class ArrayLoader:
         return len(self.x)
 
     def epoch_batches(self, epoch: int, skip: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.sampling == "poisson":
+            yield from self._poisson_batches(epoch, skip)
+            return
         x, y = self.x, self.y
         if self.shuffle:
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
@@ -63,6 +83,23 @@ class ArrayLoader:
         bs = self.batch_size
         for i in range(skip, len(self)):
             yield x[i * bs:(i + 1) * bs], y[i * bs:(i + 1) * bs]
+
+    def _poisson_batches(self, epoch: int, skip: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Draw ``len(self)`` Poisson batches from a generator seeded with ``(seed, epoch)``; the first ``skip``
+        non-empty ones are drawn again but not yielded (an exact resume), nor their empty draws reported."""
+        n = len(self.x)
+        q = self.use_poisson_sampling()
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        taken = 0
+        for _ in range(len(self)):
+            index = (torch.rand(n, generator=gen) < q).nonzero().squeeze(1)  # each sample with probability q
+            if len(index) == 0:
+                if taken >= skip and self.on_empty_draw is not None:
+                    self.on_empty_draw()
+                continue
+            taken += 1
+            if taken > skip:
+                yield self.x[index], self.y[index]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.epoch_batches(self.epoch)
