@@ -24,7 +24,10 @@ FORBIDDEN: dict[str, set[str]] = {
     "rl": {"api", "cli", "report", "data", "transfer", "generative"},
     "report": {"api", "cli"},
     "transfer": {"api", "cli", "report", "tasks", "data", "rl"},
+    "responsible": {"api", "cli"},  # api wires it in (DP-SGD, federate); it never reaches back up
 }
+for _part in ("nn", "models", "data", "engine", "tasks", "rl", "report", "transfer"):
+    FORBIDDEN[_part].add("responsible")  # engine takes DP-SGD through its PrivacyHook protocol
 ONLY_IMPORTED_BY = {"cli": {"__main__"}}  # nothing but __main__ imports cli
 
 

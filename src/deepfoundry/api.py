@@ -21,6 +21,7 @@ from torch import nn
 
 from .config import RunConfig, apply_overrides, load_config, read_yaml, validate
 from .data import DataBundle, build_data
+from .data.core import CONTEXT_KEYS, model_context  # noqa: F401  (re-exported: deepfoundry.api.model_context)
 from .engine.checkpoint import load_resume_state, load_weights, previous_path
 from .engine.ownership import check_new_run, check_out, claim, resume_changes
 from .engine.rundir import RunDirectory
@@ -31,18 +32,6 @@ from .models import build_model
 from .registry import DATASETS, MODELS, TASKS
 from .tasks import Task, build_task
 
-CONTEXT_KEYS = ("num_classes", "in_channels", "input_size", "in_features",
-                "tokenizer")  # tokenizer: text runs' fitted tokeniser (the pretrained text encoder maps its words)
-
-
-def model_context(info: dict[str, Any]) -> dict[str, Any]:
-    """The facts about the data that model builders may take (only those they accept are passed):
-    the common ``CONTEXT_KEYS`` plus whatever a dataset puts in ``info["model_context"]``."""
-    ctx = {k: info[k] for k in CONTEXT_KEYS if info.get(k) is not None}
-    ctx.update(info.get("model_context") or {})  # modality-specific facts (vocab_size, horizon, ...)
-    if "input_size" in ctx:
-        ctx["input_size"] = tuple(ctx["input_size"])
-    return ctx
 
 
 def default_run_dir(name: str) -> Path:

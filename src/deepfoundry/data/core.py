@@ -154,6 +154,20 @@ def apply_preprocess(x: torch.Tensor, preprocess: dict[str, Any] | None) -> torc
     return (x - mean) / std
 
 
+CONTEXT_KEYS = ("num_classes", "in_channels", "input_size", "in_features",
+                "tokenizer")  # tokenizer: text runs' fitted tokeniser (the pretrained text encoder maps its words)
+
+
+def model_context(info: dict[str, Any]) -> dict[str, Any]:
+    """The facts about the data that model builders may take (only those they accept are passed):
+    the common ``CONTEXT_KEYS`` plus whatever a dataset puts in ``info["model_context"]``."""
+    ctx = {k: info[k] for k in CONTEXT_KEYS if info.get(k) is not None}
+    ctx.update(info.get("model_context") or {})  # modality-specific facts (vocab_size, horizon, ...)
+    if "input_size" in ctx:
+        ctx["input_size"] = tuple(ctx["input_size"])
+    return ctx
+
+
 def build_data(cfg: Any, seed: int = 0) -> DataBundle:
     """``cfg`` is a :class:`~deepfoundry.config.DataConfig`: build the registered dataset, fit the
     standardisation on its training split, and return loaders.

@@ -75,7 +75,7 @@ class DPSGD:
     >>> trainer = Trainer(cfg.trainer, cfg.optim, privacy=DPSGD(cfg.privacy))   # doctest: +SKIP
     """
 
-    def __init__(self, config: PrivacyConfig) -> None:
+    def __init__(self, config: PrivacyConfig, planned_epochs: int | None = None) -> None:
         _opacus()
         if not config.enabled:
             raise DeepfoundryError("DPSGD needs an enabled privacy section (privacy.epsilon=... or "
@@ -90,6 +90,7 @@ class DPSGD:
         self.num_samples = 0
         self._module: Any = None
         self._optimizer: Any = None
+        self.planned_epochs = planned_epochs  # federated clients: rounds x local epochs, over several fits
 
     @staticmethod
     def check(task: Any) -> None:
@@ -117,7 +118,7 @@ class DPSGD:
                                    f"({type(loader).__name__}) cannot draw them")
         self.sample_rate = float(poisson())
         self.num_samples = int(loader.num_samples)
-        self.steps_planned = epochs * len(loader)
+        self.steps_planned = (self.planned_epochs or epochs) * len(loader)
         c = self.config
         if self.noise_multiplier is None:
             with warnings.catch_warnings():
@@ -125,6 +126,8 @@ class DPSGD:
                 self.noise_multiplier = float(get_noise_multiplier(
                     target_epsilon=c.epsilon, target_delta=c.delta, sample_rate=self.sample_rate,
                     steps=self.steps_planned, accountant=c.accountant, epsilon_tolerance=0.005))
+        # opacus' hooks fire on the first layer, whose input needs no gradient: torch's notice about it is noise
+        warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             self._module = GradSampleModule(task.model, batch_first=True, loss_reduction="mean")
