@@ -136,11 +136,14 @@ def _fit(cfg: RunConfig, rundir: RunDirectory, ckpt: dict[str, Any] | None, call
         from .engine.logging import stderr_console
         from .responsible.privacy import DPSGD, make_private_model
 
-        model = make_private_model(model, lambda line: stderr_console().print(line, highlight=False, markup=False))
+        notices: list[str] = []
+        model = make_private_model(model, notices.append)
         privacy = DPSGD(cfg.privacy)
     task = build_task(cfg.task, model, data.info)
     if privacy is not None:
-        privacy.check(task)
+        privacy.check(task)  # GANs are refused before any notice is printed
+        for line in notices:
+            stderr_console().print(line, highlight=False, markup=False)
     clip = getattr(model, "default_grad_clip", None)
     if cfg.trainer.grad_clip is None and clip:  # recurrent models clip by default (exploding gradients)
         cfg = cfg.model_copy(update={"trainer": cfg.trainer.model_copy(update={"grad_clip": float(clip)})})

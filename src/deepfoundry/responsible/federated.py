@@ -228,7 +228,7 @@ def _aggregate_fit_metrics(results: list[tuple[int, dict[str, Any]]]) -> dict[st
 
 def run_server(cfg: RunConfig, run_dir: str | Path, address: str, clients: int, rounds: int, partition: str,
                strategy: str = "fedavg", proximal_mu: float = 0.01, local_epochs: int = 1,
-               console: Any = None) -> dict[str, Any]:
+               console: Any = None, built: tuple[Any, ...] | None = None) -> dict[str, Any]:
     """The server (``--role server``): waits for ``clients`` clients at ``address``, runs ``rounds`` rounds,
     evaluates the global model on val after each and writes the run directory. Returns ``results.json``."""
     flwr = _flwr()
@@ -242,7 +242,7 @@ def run_server(cfg: RunConfig, run_dir: str | Path, address: str, clients: int, 
         raise DeepfoundryError(f"--strategy must be one of {', '.join(STRATEGIES)}, received {strategy!r}")
     if rounds < 1 or local_epochs < 1:
         raise DeepfoundryError(f"--rounds and --local-epochs must be at least 1, received {rounds} and {local_epochs}")
-    data, model, task, context, _ = _build(cfg)
+    data, model, task, context, _ = built or _build(cfg)
     partition_indices(data.train.y.numpy(), clients, partition, cfg.seed)  # refuse a bad split before listening
     rundir = RunDirectory(run_dir)
     rundir.start(cfg)
@@ -349,6 +349,8 @@ def federate(recipe: str | Path, clients: int = 5, rounds: int = 10, partition: 
     if strategy not in STRATEGIES:
         raise DeepfoundryError(f"--strategy must be one of {', '.join(STRATEGIES)}, received {strategy!r}")
     check_out(out)
+    built = _build(cfg)  # every refusal (a task without the Trainer, too many clients) before a process starts
+    partition_indices(built[0].train.y.numpy(), clients, partition, cfg.seed)
     run_dir = Path(out) if out is not None else Path("runs") / f"{cfg.name}-federated-{datetime.now():%Y%m%d-%H%M%S}"
     address = f"127.0.0.1:{free_port()}"
     logs = run_dir / "federated"
@@ -368,7 +370,7 @@ def federate(recipe: str | Path, clients: int = 5, rounds: int = 10, partition: 
                     procs.append(subprocess.Popen(base + ["--partition-id", str(k)], stdout=log,
                                                   stderr=subprocess.STDOUT, env=dict(os.environ)))
             results = run_server(cfg, run_dir, address, clients, rounds, partition, strategy, proximal_mu,
-                                 local_epochs, console)
+                                 local_epochs, console, built)
             for k, p in enumerate(procs):
                 try:
                     code = p.wait(timeout=60)
