@@ -104,3 +104,16 @@ def test_acceptance_dirichlet_within_three_points_of_centralised(tmp_path: Path,
     code, stdout, err = run_cli(["train", "mlp-digits", "--out", str(tmp_path / "central"), "--json", *QUIET], capsys)
     central = json.loads(stdout.strip().splitlines()[-1])["test"]["accuracy"]
     assert federated >= central - 0.03, (federated, central)
+
+
+@pytest.mark.slow
+def test_client_side_dp_spends_the_budget_by_the_last_round(tmp_path: Path, capsys) -> None:
+    code, stdout, err = run_cli(["federate", "mlp-digits", "--clients", "2", "--rounds", "2", "--out",
+                                 str(tmp_path / "dp"), "--json", *QUIET, "--set", "trainer.report=false",
+                                 "--set", "privacy.epsilon=4"], capsys)
+    assert code == 0, err
+    result = json.loads(stdout.strip().splitlines()[-1])
+    assert 3.9 < result["privacy"]["epsilon"] <= 4.0 and result["privacy"]["scope"] == "per client (largest)"
+    rounds = [json.loads(line) for line in (tmp_path / "dp" / "metrics.jsonl").read_text().splitlines()]
+    eps = [r["epsilon"] for r in rounds if r.get("kind") == "round" and r["round"] > 0]
+    assert len(eps) == 2 and eps[0] < eps[1]
