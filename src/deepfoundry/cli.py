@@ -432,13 +432,15 @@ def federate(
     if role is Role.server:
         if address is None:
             raise DeepfoundryError("--role server needs --address HOST:PORT to listen on (e.g. 0.0.0.0:9092)")
-        from .engine.ownership import check_out
+        from .engine.ownership import check_new_run, check_out, claim
 
         check_out(out)
         cfg = load_config(recipe, overrides)
         path = out or Path("runs") / f"{cfg.name}-federated"
-        results = run_server(cfg, path, address, clients, rounds, partition, strategy, proximal_mu, local_epochs,
-                             stderr_console())
+        with claim(path):
+            check_new_run(path, False)
+            results = run_server(cfg, path, address, clients, rounds, partition, strategy, proximal_mu,
+                                 local_epochs, stderr_console())
     else:
         path, results = run_federation(recipe, clients, rounds, partition, strategy, proximal_mu, local_epochs,
                                        overrides, out, stderr_console())

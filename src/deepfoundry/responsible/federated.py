@@ -321,6 +321,28 @@ def _rounds(path: Path) -> list[dict[str, Any]]:
     return [r for r in rows if r.get("kind") == "round"]
 
 
+def _watch_clients(procs: list[subprocess.Popen]) -> list[tuple[int, int]]:
+    """Watch the client processes from a thread; the first that exits with an error interrupts the main thread
+    (blocked in the Flower server) and is recorded in the returned list, which the caller appends to, to stop it."""
+    import _thread
+    import threading
+
+    failed: list[tuple[int, int]] = []
+
+    def watch() -> None:
+        while not failed:
+            for k, p in enumerate(procs):
+                code = p.poll()
+                if code not in (None, 0) and not failed:
+                    failed.append((k, code))
+                    _thread.interrupt_main()
+                    return
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, daemon=True).start()
+    return failed
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -369,8 +391,18 @@ def federate(recipe: str | Path, clients: int = 5, rounds: int = 10, partition: 
                 with (logs / f"client-{k}.log").open("w", encoding="utf-8") as log:
                     procs.append(subprocess.Popen(base + ["--partition-id", str(k)], stdout=log,
                                                   stderr=subprocess.STDOUT, env=dict(os.environ)))
-            results = run_server(cfg, run_dir, address, clients, rounds, partition, strategy, proximal_mu,
-                                 local_epochs, console, built)
+            failed = _watch_clients(procs)  # a client that dies stops the server's wait for it
+            try:
+                results = run_server(cfg, run_dir, address, clients, rounds, partition, strategy, proximal_mu,
+                                     local_epochs, console, built)
+            except KeyboardInterrupt:
+                if not failed:
+                    raise
+                k, code = failed[0]
+                raise DeepfoundryError(f"client {k} exited with code {code} before the federation finished; see "
+                                       f"{logs / f'client-{k}.log'}") from None
+            finally:
+                failed.append((-1, 0))  # tells the watcher to stop
             for k, p in enumerate(procs):
                 try:
                     code = p.wait(timeout=60)
