@@ -119,3 +119,14 @@ def test_gans_and_dqn_are_refused(recipe: str, text: str, tmp_path: Path, capsys
     code, _, err = run_cli(["train", recipe, "--out", str(tmp_path / "r"), "--set", "privacy.epsilon=3",
                             "--set", "trainer.progress=false"], capsys)
     assert_one_line_error(code, err, text)
+
+
+@pytest.mark.slow
+def test_acceptance_lenet5_mnist_dp_reaches_90_percent_within_epsilon_3(tmp_path: Path) -> None:
+    from conftest import require_shared_dataset
+
+    root = require_shared_dataset("mnist-t10k")
+    run = train("lenet5-mnist-dp", overrides={**FAST, "trainer.threads": 2, "data.root": str(root)},
+                out=tmp_path / "dp")
+    p = run.results["privacy"]
+    assert run.results["test"]["accuracy"] >= 0.90 and p["epsilon"] <= 3.0 and p["delta"] == 1e-5
