@@ -141,7 +141,7 @@ def _fit(cfg: RunConfig, rundir: RunDirectory, ckpt: dict[str, Any] | None, call
         privacy = DPSGD(cfg.privacy)
     task = build_task(cfg.task, model, data.info)
     if privacy is not None:
-        privacy.check(task)  # GANs are refused before any notice is printed
+        privacy.check(task, cfg.trainer, data.train)  # GANs, accumulation, graphs... refused before any notice
         for line in notices:
             stderr_console().print(line, highlight=False, markup=False)
     clip = getattr(model, "default_grad_clip", None)

@@ -93,11 +93,22 @@ class DPSGD:
         self.planned_epochs = planned_epochs  # federated clients: rounds x local epochs, over several fits
 
     @staticmethod
-    def check(task: Any) -> None:
-        """Refuse what DP-SGD cannot train: tasks that step their own optimizers (GANs)."""
+    def check(task: Any, config: Any = None, loader: Any = None) -> None:
+        """Refuse what DP-SGD cannot train: tasks that step their own optimizers (GANs); with the trainer's
+        ``config`` gradient accumulation, mixed precision and torch.compile; a ``loader`` without Poisson sampling."""
         if getattr(task, "manual_optimization", False):
             raise DeepfoundryError(f"privacy (DP-SGD) cannot train {type(task).__name__}: it steps its own "
                                    "optimizers (GANs); drop the privacy.* keys")
+        if config is not None:
+            for key, ok, why in (("trainer.accumulate", config.accumulate == 1, "1"),
+                                 ("trainer.precision", config.precision == "32", "32"),
+                                 ("trainer.compile", not config.compile, "false")):
+                if not ok:
+                    raise DeepfoundryError(f"privacy (DP-SGD) needs {key}={why}, received "
+                                           f"{getattr(config, key.split('.')[1])!r}")
+        if loader is not None and getattr(loader, "use_poisson_sampling", None) is None:
+            raise DeepfoundryError(f"privacy (DP-SGD) needs Poisson-sampled batches; this data set's loader "
+                                   f"({type(loader).__name__}) cannot draw them")
 
     def attach(self, task: "TrainableTask", optimizer: torch.optim.Optimizer, loader: "Loader", epochs: int,
                config: Any) -> torch.optim.Optimizer:
@@ -105,18 +116,8 @@ class DPSGD:
         from opacus.accountants.utils import get_noise_multiplier
         from opacus.optimizers import DPOptimizer
 
-        self.check(task)
-        for key, ok, why in (("trainer.accumulate", config.accumulate == 1, "1"),
-                             ("trainer.precision", config.precision == "32", "32"),
-                             ("trainer.compile", not config.compile, "false")):
-            if not ok:
-                raise DeepfoundryError(f"privacy (DP-SGD) needs {key}={why}, received "
-                                       f"{getattr(config, key.split('.')[1])!r}")
-        poisson = getattr(loader, "use_poisson_sampling", None)
-        if poisson is None:
-            raise DeepfoundryError(f"privacy (DP-SGD) needs Poisson-sampled batches; this data set's loader "
-                                   f"({type(loader).__name__}) cannot draw them")
-        self.sample_rate = float(poisson())
+        self.check(task, config, loader)
+        self.sample_rate = float(loader.use_poisson_sampling())
         self.num_samples = int(loader.num_samples)
         self.steps_planned = (self.planned_epochs or epochs) * len(loader)
         c = self.config
