@@ -28,11 +28,10 @@ FORBIDDEN: dict[str, set[str]] = {
 for _part in ("nn", "models", "data", "engine", "tasks", "rl", "report", "transfer"):  # deploy sits above api
     FORBIDDEN[_part] = FORBIDDEN[_part] | {"deploy"}
 FORBIDDEN.setdefault("deploy", set()).add("cli")
-# responsible AI (fairness, explanations, ...): below api, above the families, which never import it (engine is
-# left to the DP-SGD wiring of the Trainer to settle)
-FORBIDDEN["responsible"] = {"api", "cli", "report"}
-for _part in ("nn", "models", "data", "tasks", "rl", "report", "transfer"):
-    FORBIDDEN[_part] = FORBIDDEN[_part] | {"responsible"}
+# responsible AI (fairness, explanations, DP-SGD, ...): below api, above the families, which never import it
+FORBIDDEN["responsible"] = {"api", "cli", "report"}  # api wires it in (DP-SGD, federate); it never reaches back up
+for _part in ("nn", "models", "data", "engine", "tasks", "rl", "report", "transfer"):
+    FORBIDDEN[_part] = FORBIDDEN[_part] | {"responsible"}  # engine takes DP-SGD through its PrivacyHook protocol
 ONLY_IMPORTED_BY = {"cli": {"__main__"}}  # nothing but __main__ imports cli
 
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from .config import RunConfig, apply_overrides, load_config, read_yaml, validate
 from .data import DataBundle, build_data
+from .data.core import CONTEXT_KEYS, model_context  # noqa: F401  (re-exported: deepfoundry.api.model_context)
 from .engine.checkpoint import load_resume_state, load_weights, previous_path
 from .engine.ownership import check_new_run, check_out, claim, resume_changes
 from .engine.rundir import RunDirectory, read_jsonl
@@ -32,18 +33,6 @@ from .models import build_model
 from .registry import DATASETS, MODELS, TASKS
 from .tasks import Task, build_task
 
-CONTEXT_KEYS = ("num_classes", "in_channels", "input_size", "in_features",
-                "tokenizer")  # tokenizer: text runs' fitted tokeniser (the pretrained text encoder maps its words)
-
-
-def model_context(info: dict[str, Any]) -> dict[str, Any]:
-    """The facts about the data that model builders may take (only those they accept are passed):
-    the common ``CONTEXT_KEYS`` plus whatever a dataset puts in ``info["model_context"]``."""
-    ctx = {k: info[k] for k in CONTEXT_KEYS if info.get(k) is not None}
-    ctx.update(info.get("model_context") or {})  # modality-specific facts (vocab_size, horizon, ...)
-    if "input_size" in ctx:
-        ctx["input_size"] = tuple(ctx["input_size"])
-    return ctx
 
 
 def default_run_dir(name: str) -> Path:
@@ -103,6 +92,9 @@ def _train(recipe: str | Path | RunConfig | None, overrides: dict[str, Any] | li
         registry.load()                          # Python's global RNG (sklearn.preprocessing), so a fresh process
     rundir = RunDirectory(run_dir)               # and a warm one must reach seed_everything in the same state
     own_loop = getattr(TASKS.get(cfg.task.name), "own_loop", None)  # a family with its own loop (DQN)
+    if own_loop is not None and cfg.privacy.enabled:
+        raise DeepfoundryError(f"privacy (DP-SGD) cannot train task {cfg.task.name!r}: it runs its own loop "
+                               f"(reinforcement learning); drop the privacy.* keys")
     # SIGTERM/SIGINT from here on: the training loops stop at a step boundary with a checkpoint; outside
     # them (loading data, the final evaluation, saving) the run stops at the next phase boundary
     with claim(run_dir), graceful_stop() as stop:
@@ -156,11 +148,23 @@ def _fit(cfg: RunConfig, rundir: RunDirectory, ckpt: dict[str, Any] | None, call
         data.info["reweighing"] = attach_reweighing(data, cfg.fairness.sensitive)
     context = model_context(data.info)
     model = build_model(cfg.model.name, cfg.model.builder_kwargs(), context)
+    privacy = None
+    if cfg.privacy.enabled:  # DP-SGD: BatchNorm -> GroupNorm, LSTM -> DPLSTM, then clipping + noise in the Trainer
+        from .engine.logging import stderr_console
+        from .responsible.privacy import DPSGD, make_private_model
+
+        notices: list[str] = []
+        model = make_private_model(model, notices.append)
+        privacy = DPSGD(cfg.privacy)
     task = build_task(cfg.task, model, data.info)
+    if privacy is not None:
+        privacy.check(task, cfg.trainer, data.train)  # GANs, accumulation, graphs... refused before any notice
+        for line in notices:
+            stderr_console().print(line, highlight=False, markup=False)
     clip = getattr(model, "default_grad_clip", None)
     if cfg.trainer.grad_clip is None and clip:  # recurrent models clip by default (exploding gradients)
         cfg = cfg.model_copy(update={"trainer": cfg.trainer.model_copy(update={"grad_clip": float(clip)})})
-    trainer = Trainer(cfg.trainer, cfg.optim, run_dir=rundir.path, callbacks=callbacks)
+    trainer = Trainer(cfg.trainer, cfg.optim, run_dir=rundir.path, callbacks=callbacks, privacy=privacy)
     console = trainer.progress.console
     if show_loop:
         console.print(trainer.describe_loop(), highlight=False)
@@ -181,11 +185,13 @@ def _fit(cfg: RunConfig, rundir: RunDirectory, ckpt: dict[str, Any] | None, call
                       context=context, task=cfg.task.name, task_kwargs=cfg.task.builder_kwargs(), info=data.info)
     flops = trainer.step_flops(data.train)  # for the model card's training compute
     batches = trainer.epoch * len(data.train) + trainer.batch_in_epoch
-    rundir.save_results({
-        "val": val, "test": test, "seconds": seconds, "train_seconds": trainer.elapsed,
-        "epochs_run": trainer.epoch, "stop_reason": trainer.stop_reason, "device": str(trainer.device),
-        "compute": {"flops_per_batch": flops, "batches": batches,
-                    "train_flops": flops * batches if flops is not None else None}})
+    results = {"val": val, "test": test, "seconds": seconds, "train_seconds": trainer.elapsed,
+               "epochs_run": trainer.epoch, "stop_reason": trainer.stop_reason, "device": str(trainer.device),
+               "compute": {"flops_per_batch": flops, "batches": batches,
+                           "train_flops": flops * batches if flops is not None else None}}
+    if privacy is not None:
+        results["privacy"] = privacy.summary()
+    rundir.save_results(results)
     finish = getattr(task, "on_train_end", None)  # task-specific outputs (language models: samples.txt)
     if callable(finish):
         finish(rundir.path)
@@ -228,6 +234,10 @@ class Run:
                 if "input_size" in ctx:
                     ctx["input_size"] = tuple(ctx["input_size"])
                 model = build_model(m["name"], kwargs, ctx)
+                if self.config.privacy.enabled:  # trained with DP-SGD: the same layer replacements as in training
+                    from .responsible.privacy import make_private_model
+
+                    model = make_private_model(model)
             except (TypeError, ValueError, KeyError, IndexError, OverflowError, RuntimeError) as exc:
                 raise DeepfoundryError(f"'{meta_path}' describes a model {m['name']!r} that cannot be built: "
                                        f"{_one_line(exc)}") from exc

@@ -103,9 +103,16 @@ def train(
     test = results.get("test") or results.get("eval", {})  # RL runs report their greedy evaluation
     summary = ", ".join(f"{k} {v:.4f}" for k, v in test.items() if isinstance(v, float))
     print(f"test: {summary}  ({results.get('seconds', 0):.1f}s)")
+    if results.get("privacy"):
+        p = results["privacy"]
+        print(f"privacy: epsilon {p['epsilon']:.3f} at delta {p['delta']:g} (noise multiplier "
+              f"{p['noise_multiplier']:.3f}, max_grad_norm {p['max_grad_norm']:g}, Poisson rate {p['sample_rate']:.4f})")
     if as_json:
-        _echo_json({"run": str(run.path), "test": _scalars(test), "val": _scalars(results.get("val", {})),
-                    "seconds": round(results.get("seconds", 0.0), 3)})
+        summary_json = {"run": str(run.path), "test": _scalars(test), "val": _scalars(results.get("val", {})),
+                        "seconds": round(results.get("seconds", 0.0), 3)}
+        if results.get("privacy"):  # DP-SGD runs: the budget spent (docs/privacy.md)
+            summary_json["privacy"] = results["privacy"]
+        _echo_json(summary_json)
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -485,6 +492,80 @@ def optimize_(
     print(format_table(result))
     if as_json:
         _echo_json(result)
+
+
+class Role(str, Enum):
+    local = "local"
+    server = "server"
+    client = "client"
+
+
+@app.command()
+def federate(
+    recipe: str = typer.Argument(..., help="recipe name or CONFIG.yaml (each client trains it on its partition)"),
+    clients: int = typer.Option(5, "--clients", help="number of clients"),
+    rounds: int = typer.Option(10, "--rounds", help="federated rounds"),
+    partition: str = typer.Option("iid", "--partition", help="iid or dirichlet:ALPHA (label skew; small ALPHA: "
+                                                             "few classes per client)"),
+    strategy: str = typer.Option("fedavg", "--strategy", help="fedavg or fedprox"),
+    proximal_mu: float = typer.Option(0.01, "--proximal-mu", help="fedprox: weight mu of mu/2 ||w - w_global||^2"),
+    local_epochs: int = typer.Option(1, "--local-epochs", help="epochs each client trains per round"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="override any config key (privacy.epsilon=3: "
+                                                                 "client-side DP-SGD)"),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="data.root: folder of a local copy"),
+    out: Optional[Path] = typer.Option(None, "--out", help="run directory (default runs/<recipe>-federated-<time>)"),
+    role: Role = typer.Option(Role.local, "--role", help="local (server + client processes here), server or client"),
+    address: Optional[str] = typer.Option(None, "--address", help="HOST:PORT of the server (--role server|client)"),
+    partition_id: Optional[int] = typer.Option(None, "--partition-id", help="--role client: which partition (0..K-1)"),
+    as_json: bool = typer.Option(False, "--json", help="print the final metrics as JSON on the last line"),
+) -> None:
+    """Federated learning with Flower: FedAvg/FedProx over client processes; writes a normal run directory."""
+    from .config import load_config
+    from .engine.logging import stderr_console
+    from .responsible.federated import federate as run_federation
+    from .responsible.federated import parse_partition, run_client, run_server
+
+    overrides = list(set_ or []) + ([f"data.root={data_root}"] if data_root else [])
+    parse_partition(partition)
+    if role is Role.client:
+        if address is None or partition_id is None:
+            raise DeepfoundryError("--role client needs --address HOST:PORT and --partition-id K")
+        run_client(load_config(recipe, overrides), address, partition_id, clients, partition, rounds, local_epochs)
+        return
+    if role is Role.server:
+        if address is None:
+            raise DeepfoundryError("--role server needs --address HOST:PORT to listen on (e.g. 0.0.0.0:9092)")
+        from .engine.ownership import check_new_run, check_out, claim
+
+        check_out(out)
+        cfg = load_config(recipe, overrides)
+        path = out or Path("runs") / f"{cfg.name}-federated"
+        with claim(path):
+            check_new_run(path, False)
+            results = run_server(cfg, path, address, clients, rounds, partition, strategy, proximal_mu,
+                                 local_epochs, stderr_console())
+    else:
+        path, results = run_federation(recipe, clients, rounds, partition, strategy, proximal_mu, local_epochs,
+                                       overrides, out, stderr_console())
+    from .api import load_run
+
+    run = load_run(path)
+    if run.config.trainer.report:
+        from .report import write_report
+        from .responsible.model_card import write_model_card
+
+        write_report(run)
+        write_model_card(run)
+    test = results.get("test") or {}
+    print(f"run directory: {run.path}")
+    print(f"test: {', '.join(f'{k} {v:.4f}' for k, v in test.items() if isinstance(v, float))}  "
+          f"({results.get('seconds', 0):.1f}s, {rounds} rounds, {clients} clients)")
+    if as_json:
+        summary_json = {"run": str(run.path), "test": _scalars(test), "val": _scalars(results.get("val", {})),
+                        "seconds": round(results.get("seconds", 0.0), 3), "federated": results.get("federated")}
+        if results.get("privacy"):
+            summary_json["privacy"] = results["privacy"]
+        _echo_json(summary_json)
 
 
 def main(argv: list[str] | None = None) -> None:

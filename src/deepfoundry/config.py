@@ -162,6 +162,34 @@ class FairnessConfig(_Strict):
         return self
 
 
+class PrivacyConfig(_Strict):
+    """DP-SGD (docs/privacy.md). Setting any key but ``enabled`` (``privacy.epsilon=3``) switches it on."""
+
+    enabled: bool = Field(False, description="train with DP-SGD: per-sample clipping, Gaussian noise, Poisson batches")
+    epsilon: float | None = Field(None, gt=0.0, description="privacy budget to spend by the last epoch (the noise "
+                                                            "multiplier is calibrated to it)")
+    delta: float = Field(1e-5, gt=0.0, lt=1.0, description="delta of (epsilon, delta)-DP; well below 1/N")
+    noise_multiplier: float | None = Field(None, gt=0.0, description="noise std / max_grad_norm, instead of epsilon "
+                                                                     "(epsilon is then what it spends)")
+    max_grad_norm: float = Field(1.0, gt=0.0, description="per-sample gradient clipping bound C")
+    accountant: Literal["rdp", "prv", "gdp"] = Field("rdp", description="privacy accountant (opacus)")
+    secure_mode: bool = Field(False, description="cryptographically safe noise (opacus secure_mode; slower, "
+                                                 "not reproducible)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _enable_when_configured(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and raw and "enabled" not in raw:
+            return {**raw, "enabled": True}
+        return raw
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> "PrivacyConfig":
+        if self.enabled and (self.epsilon is None) == (self.noise_multiplier is None):
+            raise ValueError("privacy needs exactly one of privacy.epsilon (a budget) or privacy.noise_multiplier")
+        return self
+
+
 class RunConfig(_Strict):
     name: str = Field("run", description="recipe or run name")
     description: str = Field("", description="one line shown by 'deepfoundry list recipes'")
@@ -172,6 +200,7 @@ class RunConfig(_Strict):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     fairness: FairnessConfig = Field(default_factory=FairnessConfig)
+    privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
 
 
 def _shown(key: Any) -> str:

@@ -47,9 +47,26 @@ class ArrayLoader:
         self.batch_transform: Any = None
         # per-sample loss weights (N,) (fairness.reweigh): batches become ``(x, y, w)``, permuted alike
         self.weights: torch.Tensor | None = None
+        self.sampling = "shuffle"  # or "poisson" (see use_poisson_sampling)
+        self.on_empty_draw: Any = None  # poisson: called for each draw that took no sample (and was not yielded)
+
+    def use_poisson_sampling(self) -> float:
+        """Switch training batches to Poisson sampling and return the sampling rate ``q = batch_size / N``.
+
+        Each of the ``ceil(N / batch_size)`` draws of an epoch takes every sample independently with
+        probability ``q``, so batch sizes vary around ``batch_size``. This is the sampling that the
+        privacy amplification of DP-SGD's accountant assumes (Abadi et al. 2016; Mironov et al. 2019):
+        fixed shuffled batches do not earn the epsilon the accountant reports. A draw that takes no
+        sample (probability ``(1 - q)^N``) is not yielded; ``on_empty_draw()`` is called for it instead,
+        so an accountant still counts it.
+        """
+        self.sampling = "poisson"
+        return min(1.0, self.batch_size / max(1, len(self.x)))
 
     def __len__(self) -> int:
         n = len(self.x)
+        if self.sampling == "poisson":
+            return -(-n // self.batch_size)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     @property
@@ -57,6 +74,9 @@ class ArrayLoader:
         return len(self.x)
 
     def epoch_batches(self, epoch: int, skip: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.sampling == "poisson":
+            yield from self._poisson_batches(epoch, skip)
+            return
         x, y, w = self.x, self.y, self.weights
         if self.shuffle:
             gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
@@ -69,6 +89,26 @@ class ArrayLoader:
                 yield x[i * bs:(i + 1) * bs], y[i * bs:(i + 1) * bs]
             else:
                 yield x[i * bs:(i + 1) * bs], y[i * bs:(i + 1) * bs], w[i * bs:(i + 1) * bs]
+
+    def _poisson_batches(self, epoch: int, skip: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Draw ``len(self)`` Poisson batches from a generator seeded with ``(seed, epoch)``; the first ``skip``
+        non-empty ones are drawn again but not yielded (an exact resume), nor their empty draws reported."""
+        n = len(self.x)
+        q = self.use_poisson_sampling()
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        taken = 0
+        for _ in range(len(self)):
+            index = (torch.rand(n, generator=gen) < q).nonzero().squeeze(1)  # each sample with probability q
+            if len(index) == 0:
+                if taken >= skip and self.on_empty_draw is not None:
+                    self.on_empty_draw()
+                continue
+            taken += 1
+            if taken > skip:
+                if self.weights is None:
+                    yield self.x[index], self.y[index]
+                else:  # reweighing under DP-SGD: the weights follow their samples
+                    yield self.x[index], self.y[index], self.weights[index]
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.epoch_batches(self.epoch)
@@ -126,6 +166,20 @@ def apply_preprocess(x: torch.Tensor, preprocess: dict[str, Any] | None) -> torc
         raise DeepfoundryError("the saved standardisation (info.preprocess) holds a non-finite mean or a standard "
                                "deviation that is not positive")
     return (x - mean) / std
+
+
+CONTEXT_KEYS = ("num_classes", "in_channels", "input_size", "in_features",
+                "tokenizer")  # tokenizer: text runs' fitted tokeniser (the pretrained text encoder maps its words)
+
+
+def model_context(info: dict[str, Any]) -> dict[str, Any]:
+    """The facts about the data that model builders may take (only those they accept are passed):
+    the common ``CONTEXT_KEYS`` plus whatever a dataset puts in ``info["model_context"]``."""
+    ctx = {k: info[k] for k in CONTEXT_KEYS if info.get(k) is not None}
+    ctx.update(info.get("model_context") or {})  # modality-specific facts (vocab_size, horizon, ...)
+    if "input_size" in ctx:
+        ctx["input_size"] = tuple(ctx["input_size"])
+    return ctx
 
 
 def build_data(cfg: Any, seed: int = 0) -> DataBundle:

@@ -22,7 +22,7 @@ from ..config import OptimConfig, TrainerConfig
 from ..errors import DeepfoundryError
 from ..optim import Schedule, build_optimizer, build_scheduler, parameter_groups
 from . import callbacks as cbs
-from .contracts import Data, Loader, TrainableTask
+from .contracts import Data, Loader, PrivacyHook, TrainableTask
 from .rundir import RunDirectory
 from .checkpoint import load_resume_state, load_state, save_state
 from .divergence import DivergenceGuard
@@ -62,8 +62,10 @@ class Trainer:
     """
 
     def __init__(self, config: TrainerConfig | None = None, optim: OptimConfig | None = None,
-                 run_dir: str | Path | None = None, callbacks: list[cbs.Callback] | None = None) -> None:
+                 run_dir: str | Path | None = None, callbacks: list[cbs.Callback] | None = None,
+                 privacy: PrivacyHook | None = None) -> None:
         self.config = config or TrainerConfig()
+        self.privacy = privacy  # DP-SGD (responsible/privacy.py) or any PrivacyHook; None trains as usual
         self.optim_config = optim or OptimConfig()
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.device = resolve_device(self.config.device)
@@ -135,6 +137,9 @@ class Trainer:
             self.optimizers = dict(task.configure_optimizers(self.optim_config))
         else:
             self.optimizers = {"main": build_optimizer(self.optim_config, parameter_groups(task, self.optim_config.lr))}
+            if self.privacy is not None:  # per-sample clipping + noise; Poisson batches (a different len(train))
+                self.optimizers["main"] = self.privacy.attach(task, self.optimizers["main"], data.train,
+                                                              self.epochs, c)
             steps = math.ceil(len(data.train) / self.accumulate)
             self.schedule = build_scheduler(self.optim_config, self.optimizers["main"], steps, self.epochs)
         if c.precision == "fp16" and self.device.type == "cuda":
@@ -203,6 +208,8 @@ class Trainer:
                               "train_loss": train_loss}
                     record.update({f"val_{k}": v for k, v in val.items() if isinstance(v, (int, float))})
                     record.update(lr=self.current_lr(), epoch_seconds=seconds, elapsed=self.elapsed)
+                    if self.privacy is not None:
+                        record.update(self.privacy.spent())  # epsilon spent so far, delta
                     if self.schedule.interval == "epoch" and self.schedule.scheduler is not None:
                         self.schedule.scheduler.step(cbs.monitored(record, self.config.monitor))
                     self.log(record)
@@ -217,6 +224,8 @@ class Trainer:
                 torch.set_num_threads(self._threads_before)
                 if self.config.compile:
                     task.model = self.unwrapped_model
+                if self.privacy is not None:
+                    self.privacy.detach(task)
                 for cb in self.callbacks:
                     cb.on_fit_end(self)
         stopped = next((cb for cb in self.callbacks if isinstance(cb, cbs.EarlyStopping) and cb.restored), None)
@@ -399,6 +408,7 @@ class Trainer:
             "callbacks": {type(cb).__name__: cb.state_dict() for cb in self.callbacks},
             "history": self.history,
             "divergence": self.divergence.state_dict() if self.divergence is not None else None,
+            "privacy": self.privacy.state_dict() if self.privacy is not None else None,
         }
 
     def _scale_lr(self, ratio: float) -> None:
@@ -447,3 +457,5 @@ class Trainer:
         self.history = list(state.get("history", []))
         if self.divergence is not None:
             self.divergence.load_state_dict(state.get("divergence") or {})
+        if self.privacy is not None:
+            self.privacy.load_state_dict(state.get("privacy") or {})

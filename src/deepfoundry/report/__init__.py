@@ -36,6 +36,7 @@ from .classification import (classification_outputs, per_class_metrics, roc_pr_s
 from .curves import feature_maps_section, first_conv, gradient_section, summary_section  # noqa: E402
 from .generative import grid_array, save_grid  # noqa: E402
 from .html import NO_DATA, embed_figure, html_table, render_page  # noqa: E402
+from .rounds import rounds_section  # noqa: E402,F401  (registers the federated "rounds" section)
 from .sections import SECTIONS, records  # noqa: E402
 
 if TYPE_CHECKING:
@@ -65,6 +66,8 @@ def write_report(run: "Run", feature_maps: bool = False, data_root: str | None =
     sections = [("Summary", summary_section(run))]
     for name in run.task.report_sections:
         sections.extend(SECTIONS.get(name)(run, plots, data_root))
+    if records(run, "round"):  # a federated run (deepfoundry federate): its rounds before anything per epoch
+        sections.extend(SECTIONS.get("rounds")(run, plots, data_root))
     for name in RUN_SECTIONS:  # what audit / explain wrote into the run, whatever its family
         sections.extend(SECTIONS.get(name)(run, plots, data_root))
     grad_records = records(run, "grad_norms")
