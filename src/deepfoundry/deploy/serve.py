@@ -18,7 +18,6 @@ and runs one ``encode -> forward -> decode`` for all of them in a worker thread 
 Under load the forward of one batch overlaps the gathering of the next, so the batch size grows with the
 load: requests per second ~ ``batch / forward_time(batch)`` instead of ``1 / forward_time(1)``.
 """
-from __future__ import annotations
 
 import asyncio
 import hashlib
