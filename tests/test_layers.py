@@ -25,6 +25,9 @@ FORBIDDEN: dict[str, set[str]] = {
     "report": {"api", "cli"},
     "transfer": {"api", "cli", "report", "tasks", "data", "rl"},
 }
+for _part in ("nn", "models", "data", "engine", "tasks", "rl", "report", "transfer"):  # deploy sits above api
+    FORBIDDEN[_part] = FORBIDDEN[_part] | {"deploy"}
+FORBIDDEN.setdefault("deploy", set()).add("cli")
 ONLY_IMPORTED_BY = {"cli": {"__main__"}}  # nothing but __main__ imports cli
 
 
