@@ -131,6 +131,13 @@ class PredictRequest(BaseModel):
                                                "tabular rows {column: value} or texts (see GET /v1/model)")
 
 
+class PredictResponse(BaseModel):
+    """The answer of ``POST /v1/predict``: one row per example, as ``deepfoundry predict --json`` prints them
+    (``{"class", "label", "probability", "probabilities"}``, ``{"value"}`` or ``{"values"}``)."""
+
+    predictions: list[dict[str, Any]]
+
+
 def _error(loc: tuple[Any, ...], msg: str, kind: str = "value_error") -> dict[str, Any]:
     return {"loc": list(loc), "msg": msg, "type": kind}
 
@@ -413,11 +420,11 @@ def create_app(path: str | Path, backend: str = "torch", max_batch: int = 32, ma
             state.log.write(json.dumps({"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
                                         "inputs": inputs, "predictions": result["predictions"]}) + "\n")
 
-    @app.post("/v1/predict", summary="answer examples (JSON)")
-    async def predict(request: PredictRequest) -> dict[str, Any]:
+    @app.post("/v1/predict", summary="answer examples (JSON)", response_model=PredictResponse)
+    async def predict(request: PredictRequest) -> Response:
         result = await answer(request.inputs, ("body", "inputs"))
         record(request.inputs, result)
-        return result
+        return JSONResponse(result)  # the rows are JSON-ready already: no second validation pass
 
     @app.post("/v1/predict/file", summary="answer an uploaded file (image, .npy, CSV of rows, text lines)")
     async def predict_file(file: UploadFile = File(...)) -> dict[str, Any]:
