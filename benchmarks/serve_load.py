@@ -187,6 +187,7 @@ async def load(url: str, examples: list[Any], requests: int, seconds: float, cli
     bodies = [json.dumps({"inputs": [e]}).encode() for e in examples]
     latencies: list[float] = []
     failures = 0
+    reasons: dict[str, int] = {}
     sent = 0
     deadline = time.perf_counter() + seconds
 
@@ -196,23 +197,29 @@ async def load(url: str, examples: list[Any], requests: int, seconds: float, cli
             body = bodies[sent % len(bodies)]
             sent += 1
             t0 = time.perf_counter()
+            reason = None
             try:
                 r = await c.post(url, content=body, headers={"content-type": "application/json"})
-                ok = r.status_code == 200 and len(r.json()["predictions"]) == 1
-            except (httpx.HTTPError, ValueError, KeyError):
-                ok = False
-            if ok:
+                if r.status_code != 200:
+                    reason = f"HTTP {r.status_code}"
+                elif len(r.json()["predictions"]) != 1:
+                    reason = "wrong answer"
+            except (httpx.HTTPError, ValueError, KeyError) as exc:
+                reason = type(exc).__name__
+            if reason is None:
                 latencies.append(time.perf_counter() - t0)
             else:
                 failures += 1
+                reasons[reason] = reasons.get(reason, 0) + 1
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as c:
+    async with httpx.AsyncClient(timeout=120, limits=limits) as c:  # a request slower than the run's bound fails
         started = time.perf_counter()
         await asyncio.gather(*[client(c) for _ in range(clients)])
         wall = time.perf_counter() - started
     lat = np.array(latencies) * 1000
-    return {"requests": sent, "answered": len(latencies), "failures": failures, "seconds": wall,
+    return {"requests": sent, "answered": len(latencies), "failures": failures, "failure_reasons": reasons,
+            "seconds": wall,
             "throughput_rps": len(latencies) / wall,
             "p50_ms": float(np.percentile(lat, 50)) if len(lat) else float("nan"),
             "p99_ms": float(np.percentile(lat, 99)) if len(lat) else float("nan")}

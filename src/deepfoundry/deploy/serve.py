@@ -221,14 +221,12 @@ class MicroBatcher:
         examples = [e for job in jobs for e in job.examples]
         try:
             answers, features = await loop.run_in_executor(self.executor, self.work, examples)
-        except Exception:
+        except Exception as exc:  # noqa: BLE001 (handed to the waiting request)
             if len(jobs) > 1:  # one bad request must not fail the others gathered with it
                 for job in jobs:
                     await self._run(loop, [job])
-                return
-            import traceback
-
-            jobs[0].future.set_exception(sys.exc_info()[1] or RuntimeError(traceback.format_exc()))
+            elif not jobs[0].future.done():
+                jobs[0].future.set_exception(exc)
             return
         if self.on_batch is not None:
             self.on_batch(len(examples), answers, features)
@@ -405,15 +403,17 @@ def create_app(path: str | Path, backend: str = "torch", max_batch: int = 32, ma
         examples, errors = model.check(inputs)
         if errors:
             raise RequestValidationError(errors)
+        return {"predictions": await submit(examples, where)}
+
+    async def submit(examples: list[Any], where: tuple[Any, ...]) -> list[dict[str, Any]]:
         if state.batcher is None or not state.ready:
             raise HTTPException(503, "the server is not ready (starting or shutting down)")
         try:
-            rows = await state.batcher.submit(examples)
-        except DeepfoundryError as exc:
-            raise RequestValidationError([_error(where, f"inputs: {exc}")]) from None
+            return await state.batcher.submit(examples)
+        except DeepfoundryError as exc:  # checked examples the model still refuses (as a batch)
+            raise RequestValidationError([_error(where, f"{where[-1]}: {exc}")]) from None
         except RuntimeError as exc:
             raise HTTPException(503, str(exc)) from None
-        return {"predictions": rows}
 
     def record(inputs: list[Any], result: dict[str, Any]) -> None:
         if state.log is not None:
@@ -437,10 +437,7 @@ def create_app(path: str | Path, backend: str = "torch", max_batch: int = 32, ma
         if not examples or len(examples) > max_batch:
             raise RequestValidationError([_error(("body", "file"), f"file: {len(examples)} examples; the server takes "
                                                                    f"1 to {max_batch} per request (--max-batch)")])
-        if state.batcher is None or not state.ready:
-            raise HTTPException(503, "the server is not ready (starting or shutting down)")
-        rows = await state.batcher.submit(examples)
-        result = {"predictions": rows}
+        result = {"predictions": await submit(examples, ("body", "file"))}
         record([np.asarray(e).tolist() if isinstance(e, np.ndarray) else e for e in examples], result)
         return result
 
