@@ -364,3 +364,25 @@ def test_sigterm_finishes_queued_requests_and_exits_0(digits):
             proc.kill()
     assert statuses == [200] * 4
     assert proc.returncode == 0, err
+
+
+def test_onnx_backend_and_bundles(digits):
+    """``--backend onnx`` exports ``RUN/export/onnx`` when missing and answers as the torch backend does (the
+    graph's parity bound, 1e-4); the bundle itself serves too."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("deepfoundry.deploy.export")
+    x = images(6, seed=3)
+
+    async def go(app):
+        async with client(app) as c:
+            return (await c.post("/v1/predict", json={"inputs": x})).json()["predictions"], \
+                (await c.get("/v1/model")).json()
+
+    torch_rows, _ = run(go(create_app(digits.path)))
+    onnx_rows, model = run(go(create_app(digits.path, backend="onnx")))
+    assert model["backend"] == "onnx" and (digits.path / "export" / "onnx" / "model.onnx").is_file()
+    bundle_rows, _ = run(go(create_app(digits.path / "export" / "onnx")))
+    for rows in (onnx_rows, bundle_rows):
+        assert [r["label"] for r in rows] == [r["label"] for r in torch_rows]
+        for r, t in zip(rows, torch_rows):
+            assert max(abs(r["probabilities"][k] - t["probabilities"][k]) for k in t["probabilities"]) < 1e-4
