@@ -1,4 +1,5 @@
-"""The command line: ``deepfoundry list | train | evaluate | predict | generate | play | report | cv | compare | tune``.
+"""The command line: ``deepfoundry list | train | evaluate | predict | generate | play | report | cv | compare | tune
+| export | optimize``.
 
 Every verb takes a recipe name, a config file or a run directory. ``--json`` prints the result as
 one JSON object on the last line of stdout. Errors are one ``error:`` line on stderr with exit code
@@ -423,6 +424,44 @@ def monitor_(
     print(f"{'predictions':24s} psi {result['predictions']['psi']:.4f}")
     print(f"drift score {result['drift_score']:.4f} (threshold {result['threshold']}): "
           f"{'DRIFTED' if result['drifted'] else 'stable'} over {result['examples']} examples; {result['out']}/drift.html")
+    if as_json:
+        _echo_json(result)
+
+
+@app.command("export")
+def export_(
+    run_dir: Path = typer.Argument(..., help="run directory to export"),
+    fmt: str = typer.Option("onnx", "--format", help="onnx, torchscript or exported-program (torch.export, .pt2)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="bundle folder (default RUN/export/<format>)"),
+    limit: int = typer.Option(1000, "--limit", help="test examples the parity check runs through the graph"),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="folder of the run's data, if it moved"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON on the last line"),
+) -> None:
+    """Export a run as a bundle (graph + weights + bundle.json), checked against the run's own predictions."""
+    from .deploy.export import check_format, export_run, summary_line
+
+    result = export_run(run_dir, check_format(fmt), out=out, parity_limit=limit, data_root=data_root)
+    print(summary_line(result))
+    if as_json:
+        _echo_json(result)
+
+
+@app.command("optimize")
+def optimize_(
+    run_dir: Path = typer.Argument(..., help="run directory to optimise"),
+    quantize: Optional[str] = typer.Option("dynamic", "--quantize", help="dynamic (int8 Linear/LSTM weights), static "
+                                           "(int8 CNN, calibrated on training batches) or none"),
+    prune: Optional[float] = typer.Option(None, "--prune", help="also prune this fraction of weights (global L1)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="folder of the variants (default RUN/export)"),
+    data_root: Optional[str] = typer.Option(None, "--data-root", help="folder of the run's data, if it moved"),
+    as_json: bool = typer.Option(False, "--json", help="print the table as JSON on the last line"),
+) -> None:
+    """Quantise and/or prune a run; each variant is a bundle, compared on size, latency and test metric."""
+    from .deploy.optimize import format_table, optimize_run
+
+    result = optimize_run(run_dir, quantize=None if quantize in (None, "none") else quantize, prune=prune, out=out,
+                          data_root=data_root)
+    print(format_table(result))
     if as_json:
         _echo_json(result)
 

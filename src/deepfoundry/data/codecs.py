@@ -67,6 +67,14 @@ class Codec:
 
     def encode(self, raw: Any) -> Any:
         """Raw inputs -> the model's batch. A single example gets a batch dimension."""
+        x = apply_preprocess(self._checked(raw), self.info.get("preprocess"))
+        if not torch.isfinite(x).all():
+            raise DeepfoundryError("inputs hold NaN or infinite values (as float32, after the run's "
+                                   "standardisation); the model needs finite numbers")
+        return x
+
+    def _checked(self, raw: Any) -> torch.Tensor:
+        """Raw inputs as a batch of the training inputs' shape (a single example gets a batch dimension)."""
         try:
             x = raw if isinstance(raw, torch.Tensor) else torch.as_tensor(np.asarray(raw))
         except (TypeError, ValueError, RuntimeError) as exc:
@@ -81,10 +89,6 @@ class Codec:
                                    f"{shape} (batch dimension first)")
         if len(x) == 0:
             raise DeepfoundryError(f"inputs hold no examples (shape {tuple(x.shape)})")
-        x = apply_preprocess(x, self.info.get("preprocess"))
-        if not torch.isfinite(x).all():
-            raise DeepfoundryError("inputs hold NaN or infinite values (as float32, after the run's "
-                                   "standardisation); the model needs finite numbers")
         return x
 
     # ------------------------------------------------------------------ serving (deepfoundry.deploy)
@@ -123,6 +127,44 @@ class Codec:
         Arrays: the mean and standard deviation of each example (over all its values)."""
         x = torch.as_tensor(batch).double().flatten(1)  # (N, D)
         return {"mean": x.mean(dim=1).numpy(), "std": x.std(dim=1, correction=0).numpy()}
+
+    # ------------------------------------------------------------------ export (deploy/export.py)
+    # An exported graph takes ``export_inputs(raw)`` and runs ``export_prepare()`` before the model:
+    # numeric arrays enter raw (in the data's units) and the graph standardises them with the saved
+    # statistics, ``(x - mean) / std``; kinds transformed in Python (table rows, texts) enter encoded.
+    def export_inputs(self, raw: Any) -> tuple[torch.Tensor, ...]:
+        """Raw inputs -> the exported graph's inputs: the checked float32 batch, not yet standardised."""
+        x = self._checked(raw).float()
+        if not torch.isfinite(x).all():
+            raise DeepfoundryError("inputs hold NaN or infinite values (as float32); the model needs finite numbers")
+        return (x,)
+
+    def export_feeds(self, batch: Any) -> tuple[torch.Tensor, ...]:
+        """A loader's (encoded) batch -> the graph's inputs: the standardisation undone, ``x * std + mean``."""
+        pre = self.info.get("preprocess")
+        if not pre:
+            return (batch.float(),)
+        shape = _export_stat_shape(batch.dim(), batch.shape[1:])
+        mean = torch.tensor(pre["mean"], dtype=torch.float32).reshape(shape)
+        std = torch.tensor(pre["std"], dtype=torch.float32).reshape(shape)
+        return (batch.float() * std + mean,)
+
+    def export_prepare(self) -> torch.nn.Module:
+        """The part of encoding that runs inside the graph: the saved standardisation (or nothing)."""
+        pre = self.info.get("preprocess")
+        if not pre:
+            return Inputs()
+        shape = tuple(self.info.get("input_shape") or [len(pre["mean"])])
+        return Standardize(pre["mean"], pre["std"], _export_stat_shape(len(shape) + 1, shape))
+
+    def export_signature(self) -> list[dict[str, Any]]:
+        """The graph's inputs: ``name``, ``shape`` (``"batch"`` and other names are dynamic) and ``dtype``."""
+        return [{"name": "input", "shape": ["batch", *self.info.get("input_shape", [])], "dtype": "float32"}]
+
+    def export_facts(self) -> dict[str, Any]:
+        """What a client of an exported graph needs to encode inputs itself (written to ``bundle.json``)."""
+        return {"input_shape": self.info.get("input_shape"), "preprocess": self.info.get("preprocess"),
+                "standardisation": "in the graph" if self.info.get("preprocess") else "none"}
 
     def read(self, arguments: Sequence[str]) -> ReadInputs:
         """Command-line arguments (file paths) -> raw inputs, stacked in argument order."""
@@ -206,6 +248,29 @@ def _numeric_example(value: Any, shape: Sequence[int] | None) -> np.ndarray:
 
 def _shape(shape: Sequence[int] | None) -> str:
     return "any" if shape is None else "(" + ", ".join(str(int(s)) for s in shape) + ")"
+
+def _export_stat_shape(dims: int, example_shape: Sequence[int]) -> tuple[int, ...]:
+    """Images (N, C, H, W) are standardised per channel, other arrays per value (as ``data.core``)."""
+    return (1, int(example_shape[0]), 1, 1) if dims == 4 else (1, *(int(d) for d in example_shape))
+
+
+class Inputs(torch.nn.Module):
+    """The graph's inputs as the model takes them: one tensor, or a tuple of several (tokens, lengths)."""
+
+    def forward(self, *inputs: torch.Tensor) -> Any:
+        return inputs[0] if len(inputs) == 1 else tuple(inputs)
+
+
+class Standardize(torch.nn.Module):
+    """``(x - mean) / std`` with the run's saved statistics held as buffers (exported as constants)."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).reshape(shape))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).reshape(shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self.mean) / self.std
 
 
 @CODECS.register("array")
@@ -374,6 +439,29 @@ class TabularCodec(Codec):
 
         return table_inputs(self.info, raw)
 
+    def export_inputs(self, raw: Any) -> tuple[torch.Tensor, ...]:
+        """Rows are transformed in Python (the saved scikit-learn preprocessing); the graph takes the result."""
+        return (self.encode(raw),)
+
+    def export_feeds(self, batch: Any) -> tuple[torch.Tensor, ...]:
+        return (batch.float(),)
+
+    def export_prepare(self) -> torch.nn.Module:
+        return Inputs()
+
+    def export_signature(self) -> list[dict[str, Any]]:
+        width = self.info.get("in_features") or (self.info.get("input_shape") or ["features"])[0]
+        return [{"name": "input", "shape": ["batch", width], "dtype": "float32"}]
+
+    def export_facts(self) -> dict[str, Any]:
+        """The raw columns (numeric: fill, center, scale; categorical: fill and categories, code 0 = unseen)
+        and the encoding: rows are transformed with them before the graph (``info['tabular']``)."""
+        state = self.info["tabular"]
+        columns = ([{"name": c["name"], "kind": "numeric"} for c in state["numeric"]]
+                   + [{"name": c["name"], "kind": "categorical", "categories": c["categories"]}
+                      for c in state["categorical"]])
+        return {"columns": columns, "tabular": state}
+
     def read(self, arguments: Sequence[str]) -> ReadInputs:
         import pandas as pd
 
@@ -441,6 +529,24 @@ class TextCodec(Codec):
         from .text import encode_texts, tokenizer_from_json
 
         return encode_texts(tokenizer_from_json(self.info["tokenizer"]), raw, int(self.info["max_length"]))
+
+    def export_inputs(self, raw: Any) -> tuple[torch.Tensor, ...]:
+        """Texts are tokenised in Python: ``tokens (B, L)`` padded with 0 and ``lengths (B,)``, both int64."""
+        return tuple(self.encode(raw))
+
+    def export_feeds(self, batch: Any) -> tuple[torch.Tensor, ...]:
+        return tuple(batch)
+
+    def export_prepare(self) -> torch.nn.Module:
+        return Inputs()
+
+    def export_signature(self) -> list[dict[str, Any]]:
+        return [{"name": "tokens", "shape": ["batch", "length"], "dtype": "int64"},
+                {"name": "lengths", "shape": ["batch"], "dtype": "int64"}]
+
+    def export_facts(self) -> dict[str, Any]:
+        """The fitted tokeniser (JSON) and the longest text the model takes."""
+        return {"tokenizer": self.info.get("tokenizer"), "max_length": self.info.get("max_length")}
 
     def read(self, arguments: Sequence[str]) -> ReadInputs:
         if not arguments:

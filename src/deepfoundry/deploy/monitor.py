@@ -65,13 +65,14 @@ def _categorical_reference(values: Iterable[Any], labels: list[str]) -> dict[str
             "n": len(values)}
 
 
-def _loader_inputs(loader: Any, split: str) -> Iterable[Any]:
-    """The encoded inputs of each batch: the loaders of served families yield ``(inputs, targets)``."""
+def _loader_inputs(task: Any, loader: Any, split: str) -> Iterable[Any]:
+    """Each batch's inputs as ``encode_inputs`` gives them (``Task.loader_inputs``): the loaders of served
+    families yield ``(inputs, targets)``."""
     for batch in loader:
         if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
             raise DeepfoundryError(f"the {split} loader of this run does not yield (inputs, targets) batches; drift "
                                    f"monitoring covers runs that 'deepfoundry serve' serves")
-        yield batch[0]
+        yield task.loader_inputs(batch[0])
 
 
 def build_reference(run: Run | str | Path, data_root: str | None = None) -> dict[str, Any]:
@@ -89,11 +90,11 @@ def build_reference(run: Run | str | Path, data_root: str | None = None) -> dict
     data = run.data(data_root)
     feats: dict[str, list[np.ndarray]] = {}
     with torch.no_grad():
-        for x in _loader_inputs(data.train, "training"):
+        for x in _loader_inputs(task, data.train, "training"):
             for name, v in codec.monitor_features(x).items():
                 feats.setdefault(name, []).append(np.asarray(v, dtype=np.float64))
         answers: list[Any] = []
-        for x in _loader_inputs(data.val if data.val.num_samples else data.test, "validation"):
+        for x in _loader_inputs(task, data.val if data.val.num_samples else data.test, "validation"):
             answers += [task.monitored_prediction(r) for r in task.decode_outputs(task.predict(x))]
     labels = task.prediction_labels
     preds = _categorical_reference(answers, labels) if labels else _numeric_reference(np.array(answers, float))

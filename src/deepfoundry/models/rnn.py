@@ -17,6 +17,12 @@ last layer (both directions concatenated when bidirectional): ``logits = W [h_T^
 Inputs are ``(tokens (B, L), lengths (B,))`` as :class:`~deepfoundry.data.text.PaddedTextLoader` yields,
 or a plain ``(B, L)`` tensor of unpadded sequences.
 
+Packed sequences do not export (ONNX, ``torch.export``), so an exported classifier (``prepare_export()``)
+runs the recurrence over the padded batch and reads each row's state where its sequence ends: the
+forward direction's output at ``t = len - 1`` (padding comes after it, so it never entered that state);
+the backward direction's output at ``t = L - len`` of the same batch shifted right so that padding comes
+first (the backward pass then ends on the real tokens). Training and ``predict`` keep the packed path.
+
 Language models (``rnn_lm``, ``lstm_lm``, ``gru_lm``) predict the next token at every position:
 ``p(x_{t+1} | x_{<=t}) = softmax(W_out h_t)``; with weight tying (Press & Wolf 2017) the output matrix is
 the embedding matrix, ``W_out = E`` (a linear projection maps ``h_t`` to the embedding size when they differ).
@@ -106,16 +112,44 @@ class RecurrentClassifier(nn.Module):
         self.directions = 2 if bidirectional else 1
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size * self.directions, num_classes)
+        self.padded = False  # export mode: no packing (see the module docstring)
+
+    def prepare_export(self) -> None:
+        """Switch to the padded path that ONNX and ``torch.export`` can trace (same outputs as packing)."""
+        if self.directions == 2 and self.rnn.num_layers > 1:
+            raise DeepfoundryError("a bidirectional recurrent classifier with several layers cannot be exported: "
+                                   "its inner layers need packed sequences (export one layer, or a unidirectional model)")
+        self.padded = True
 
     def features(self, x: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """Final hidden state of the last layer, ``(B, directions * hidden_size)``."""
         tokens, lengths = x if isinstance(x, (tuple, list)) else (x, None)
         emb = self.dropout(self.embedding(tokens))  # (B, L, E)
+        if lengths is not None and self.padded:
+            return self._padded_features(emb, lengths)
         if lengths is not None:
             emb = pack_padded_sequence(emb, lengths.cpu(), batch_first=True, enforce_sorted=False)
         _, state = self.rnn(emb)
         h = state[0] if self.cell == "lstm" else state  # (layers * dirs, B, H)
         return torch.cat(list(h[-self.directions:]), dim=1)  # (B, dirs * H)
+
+    def _padded_features(self, emb: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The packed path's final states from the padded batch ``emb`` (B, L, E), row ``i`` ending at ``lengths[i]``."""
+        B, L, _ = emb.shape
+        last = (lengths.to(emb.device).long() - 1).clamp_min(0)  # (B,) index of each row's last token
+        out, _ = self.rnn(emb)  # (B, L, dirs * H)
+        H = out.shape[-1] // self.directions
+        fwd = out[:, :, :H].gather(1, last.view(B, 1, 1).expand(B, 1, H)).squeeze(1)  # (B, H): h at t = len - 1
+        if self.directions == 1:
+            return fwd
+        # backward direction: shift each row right by L - len so it ends at L - 1; its output at L - len is h_1^bwd
+        steps = torch.arange(L, device=emb.device).unsqueeze(0)  # (1, L)
+        shift = (L - 1 - last).unsqueeze(1)  # (B, 1) = L - len
+        source = (steps - shift).clamp_min(0)  # (B, L): where each shifted position reads from
+        shifted = emb.gather(1, source.unsqueeze(-1).expand_as(emb)) * (steps >= shift).unsqueeze(-1).to(emb.dtype)
+        back, _ = self.rnn(shifted)
+        bwd = back[:, :, H:].gather(1, shift.view(B, 1, 1).expand(B, 1, H)).squeeze(1)  # (B, H)
+        return torch.cat([fwd, bwd], dim=1)
 
     def forward(self, x: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         return self.head(self.dropout(self.features(x)))

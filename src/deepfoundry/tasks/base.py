@@ -17,9 +17,15 @@ the report, serving and export all go through it)::
 files/arrays, raw table rows, texts, graph batches) with the run's saved preprocessing;
 ``read_inputs`` turns command-line arguments into raw inputs. A family that cannot take an input
 (a language model asked to classify, a GAN asked to predict) refuses in one line.
+
+Export (:mod:`deepfoundry.deploy.export`) goes through the same contract: a family whose ``predict`` is
+one graph sets ``exportable = True``; :meth:`Task.export_graph` is then a module mapping
+``export_inputs(raw)`` (the codec's graph inputs: raw arrays, encoded table rows, token ids and lengths)
+to exactly what ``predict(encode_inputs(raw))`` gives. Other families refuse in one line.
 """
 from __future__ import annotations
 
+import copy
 from typing import Any, Sequence
 
 import numpy as np
@@ -101,6 +107,52 @@ class Task(nn.Module):
         """``decode_outputs(predict(encode_inputs(raw)))``: raw inputs to JSON-ready answers."""
         return self.decode_outputs(self.predict(self.encode_inputs(raw)))
 
+    # ------------------------------------------------------------------ export (deploy/export.py)
+    exportable = False  # True where ``predict`` of an encoded batch is one graph (classifiers, regressors, forecasts)
+
+    def export_graph(self) -> "ExportGraph":
+        """A copy of this task as one module for ``torch.onnx``/``torch.export``/TorchScript:
+        ``graph(*export_inputs(raw)) == predict(encode_inputs(raw))`` (see :class:`ExportGraph`)."""
+        if not self.exportable:
+            raise DeepfoundryError(f"a {self.family} run cannot be exported: its outputs are not one graph from "
+                                   f"inputs to predictions (exportable: classification, regression, forecasting "
+                                   f"runs; see docs/deploy.md){self.use_instead}")
+        return ExportGraph(self, codec_for(self.info).export_prepare())
+
+    def loader_inputs(self, x: Any) -> Any:
+        """A data loader's input batch as :meth:`encode_inputs` would give it, i.e. what :meth:`predict` takes
+        (the same for most families; forecasting loaders hold scaled windows, predict takes the series' units)."""
+        return x
+
+    def score(self, outputs: torch.Tensor, target: torch.Tensor) -> tuple[str, float]:
+        """The family's headline test metric from :meth:`predict` outputs and a loader's targets (comparing
+        exported or optimised graphs: ``deepfoundry optimize``)."""
+        raise DeepfoundryError(f"a {self.family} run has no headline metric to compare optimised models on")
+
+    def export_inputs(self, raw: Any) -> tuple[torch.Tensor, ...]:
+        """Raw inputs -> the exported graph's inputs (the input kind's codec)."""
+        return codec_for(self.info).export_inputs(raw)
+
+    def export_feeds(self, batch: Any) -> tuple[torch.Tensor, ...]:
+        """An encoded batch (a loader's, or ``encode_inputs``') -> the exported graph's inputs."""
+        return codec_for(self.info).export_feeds(batch)
+
+    def export_signature(self) -> list[dict[str, Any]]:
+        """The exported graph's inputs: ``[{"name", "shape", "dtype"}]``; string dimensions are dynamic."""
+        return codec_for(self.info).export_signature()
+
+    def export_facts(self) -> dict[str, Any]:
+        """What ``bundle.json`` records beside the graph: the input kind's facts (columns, tokeniser, shape),
+        class labels and the target scaling that ``predict`` already applies inside the graph."""
+        facts = {"task_type": self.info.get("task_type"), "input_kind": self.info.get("input_kind") or "array",
+                 "family": self.family, "inputs": self.export_signature(), **codec_for(self.info).export_facts()}
+        if self.info.get("class_names") is not None:
+            facts["labels"] = [str(c) for c in self.info["class_names"]]
+        scaling = {k: self.info[k] for k in ("target_mean", "target_std", "scaler") if self.info.get(k) is not None}
+        if scaling:
+            facts["target_scaling"] = scaling
+        return facts
+
 
 class ClassifierOutputs:
     """The output half of the contract for tasks whose ``predict`` gives class probabilities (N, C):
@@ -137,6 +189,10 @@ class ClassifierOutputs:
     def probabilities(self, batch: Any) -> torch.Tensor:
         return self.predict(batch)  # type: ignore[attr-defined]
 
+    def score(self, outputs: torch.Tensor, target: torch.Tensor) -> tuple[str, float]:
+        """``accuracy = mean(argmax_c p_c == y)``."""
+        return "accuracy", float((torch.as_tensor(outputs).argmax(dim=1) == target).double().mean())
+
 
 class ValueOutputs:
     """The output half of the contract for tasks whose ``predict`` gives values in the target's units:
@@ -151,3 +207,26 @@ class ValueOutputs:
         values = torch.as_tensor(outputs).double().cpu().numpy()
         values = values.reshape(len(values), -1)
         return [{"value": float(v[0])} if len(v) == 1 else {"values": [float(t) for t in v]} for v in values]
+
+
+class ExportGraph(nn.Module):
+    """One traceable module from graph inputs to predictions: ``predict(prepare(*inputs))``.
+
+    ``prepare`` is the codec's in-graph encoding (the saved standardisation ``(x - mean) / std`` for
+    arrays; nothing for rows and texts, which are encoded in Python). The task is deep-copied, put in
+    eval mode, and every submodule with a ``prepare_export()`` hook is switched to its export path
+    (the recurrent classifiers read each row's state at its length instead of packing the batch).
+    """
+
+    def __init__(self, task: Task, prepare: nn.Module) -> None:
+        super().__init__()
+        self.task = copy.deepcopy(task).eval()
+        for module in self.task.modules():
+            hook = getattr(module, "prepare_export", None)
+            if callable(hook):
+                hook()
+        self.prepare = prepare
+        self.eval()  # exporters restore the mode they found: inference mode (dropout off, batch-norm statistics)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.task.predict(self.prepare(*inputs))

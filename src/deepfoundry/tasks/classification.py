@@ -22,6 +22,7 @@ class ClassificationTask(ClassifierOutputs, Task):
     """Trains ``model`` to output class logits; reports accuracy, precision/recall/F1, top-k, confusion matrix."""
 
     report_sections = ("curves", "confusion", "classification")
+    exportable = True
 
     def __init__(self, model: nn.Module, info: dict[str, Any], loss: str = "cross_entropy",
                  label_smoothing: float = 0.0, top_k: int = 5) -> None:

@@ -60,6 +60,7 @@ class ForecastingTask(ValueOutputs, Task):
     """MSE on scaled windows; RMSE / MAE / MAPE and the naive baselines in original units."""
 
     report_sections = ("curves", "forecasting")
+    exportable = True
 
     def __init__(self, model: nn.Module, info: dict[str, Any]) -> None:
         super().__init__(model, info)
@@ -116,11 +117,21 @@ class ForecastingTask(ValueOutputs, Task):
         z = (x.float() - self.loc) / self.scale
         return self.model(z).float() * self.scale + self.loc
 
+    def loader_inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Loaders hold scaled windows ``z``; :meth:`predict` takes the series' units ``z * scale + loc``."""
+        return x.float() * self.scale + self.loc
+
+    def score(self, outputs: torch.Tensor, target: torch.Tensor) -> tuple[str, float]:
+        """``rmse`` in the series' units over every (window, step): targets unscaled, ``z * scale + loc``."""
+        y = target.double() * self.scale + self.loc
+        return "rmse", float(((outputs.double().reshape(y.shape) - y) ** 2).mean().sqrt())
+
 
 class SequenceRegressionTask(ValueOutputs, Task):
     """One real value per sequence, MSE loss; ``trivial_mse`` of the constant baseline beside it."""
 
     report_sections = ("curves", "regression", "bptt")
+    exportable = True
 
     def __init__(self, model: nn.Module, info: dict[str, Any]) -> None:
         super().__init__(model, info)
@@ -150,6 +161,11 @@ class SequenceRegressionTask(ValueOutputs, Task):
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x.float()).float()
+
+    def score(self, outputs: torch.Tensor, target: torch.Tensor) -> tuple[str, float]:
+        """``rmse`` of the predicted values."""
+        y = target.double()
+        return "rmse", float(((outputs.double().reshape(y.shape) - y) ** 2).mean().sqrt())
 
 
 def gradient_profile(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> np.ndarray:

@@ -22,6 +22,7 @@ class RegressionTask(ValueOutputs, Task):
     """Trains ``model`` to predict real values; reports MSE, RMSE, MAE and R2 in the original units."""
 
     report_sections = ("curves", "regression")
+    exportable = True
 
     def __init__(self, model: nn.Module, info: dict[str, Any], loss: str = "mse", huber_delta: float = 1.0) -> None:
         super().__init__(model, info)
@@ -59,6 +60,11 @@ class RegressionTask(ValueOutputs, Task):
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """Predictions in the original target units."""
         return self.model(x).float() * self.std + self.mean
+
+    def score(self, outputs: torch.Tensor, target: torch.Tensor) -> tuple[str, float]:
+        """``rmse`` in the target's units: targets unscaled, ``y * std + mean``."""
+        y = target.double().reshape(len(target), -1) * self.std + self.mean
+        return "rmse", float(((outputs.double().reshape(y.shape) - y) ** 2).mean().sqrt())
 
 
 @TASKS.register("regression")
