@@ -1,9 +1,10 @@
 """Serving under load: ``deepfoundry serve`` (micro-batching) beside a plain FastAPI endpoint doing one forward
 per request and beside LitServe with its batching on; same model, same JSON, same load.
 
-Each server runs in its own process on loopback; the load generator (this process) keeps ``--clients`` requests
-in flight (64) until ``--requests`` (5,000) are answered or ``--seconds`` (120) pass, each request one test
-example as ``{"inputs": [example]}``. Reported per server: throughput (answered requests per second of wall
+Each server runs in its own process on loopback; the load generator (this process, aiohttp: httpx's async
+client costs enough CPU to cap the load on a small machine) keeps ``--clients`` requests in flight (64)
+until ``--requests`` (5,000) are answered or ``--seconds`` (120) pass, each request one test example as
+``{"inputs": [example]}``. Reported per server: throughput (answered requests per second of wall
 time), p50/p99 latency, failed requests (non-200 or transport errors), and for ``serve`` the mean batch it
 formed (from its /metrics). Rows: a ``vgg11-bn-cifar10`` run (1 epoch, ``data.limit=2000``, CIFAR-10 from
 ``../shared/datasets/cifar10-jpeg``) and ``lenet5-digits``.
