@@ -156,3 +156,19 @@ def test_monitor_errors(digits_run, tmp_path, capsys):
             main(["monitor", str(digits_run.path), *map(str, args)])
         err = capsys.readouterr().err.strip().splitlines()
         assert info.value.code == 2 and len(err) == 1 and words in err[0], err
+
+
+def test_text_reference_watches_token_count_and_unknown_rate(tmp_path):
+    import deepfoundry
+
+    run = deepfoundry.train("gru-sentiment", overrides={**FAST, "trainer.epochs": 1, "trainer.report": False},
+                            out=tmp_path / "text")
+    ref = build_reference(run)
+    assert set(ref["features"]) == {"tokens", "unknown_rate"}
+    from deepfoundry.data.codecs import codec_for
+
+    known = [t for t in run.info["tokenizer"]["tokens"] if t.isalpha()][:5]  # words of the run's vocabulary
+    texts = [" ".join(known), "zzqx vvbn qqpl wwer"]
+    features = codec_for(run.info).monitor_features(run.task.encode_inputs(texts))
+    assert features["unknown_rate"].tolist() == [0.0, 1.0]  # made-up words are all <unk>
+    assert features["tokens"].tolist() == [5.0, 4.0]
