@@ -89,7 +89,8 @@ def parity_batches(run: Run, limit: int, data_root: str | None = None) -> list[A
     try:
         loader = run.data(data_root).test
     except DeepfoundryError as exc:
-        raise DeepfoundryError(f"export checks the graph on the run's test data, which cannot be built: {exc}") from None
+        raise DeepfoundryError(f"export checks the graph on the run's test data, which cannot be built: "
+                               f"{exc}") from None
     batches, seen = [], 0
     task = run.task
     for x, _ in loader:
@@ -215,7 +216,8 @@ class OnnxPredictor:
         if len(feeds) == 1 and isinstance(feeds[0], (tuple, list)):
             feeds = tuple(feeds[0])
         if len(feeds) != len(self.inputs):
-            raise DeepfoundryError(f"the graph takes {len(self.inputs)} inputs ({', '.join(n for n, _ in self.inputs)}), "
+            names = ", ".join(n for n, _ in self.inputs)
+            raise DeepfoundryError(f"the graph takes {len(self.inputs)} inputs ({names}), "
                                    f"received {len(feeds)}")
         return self.session.run(None, {n: _as_numpy(f, d) for (n, d), f in zip(self.inputs, feeds)})[0]
 
@@ -266,7 +268,8 @@ def parity(call: Callable[..., np.ndarray], task: Any, batches: list[Any]) -> tu
             expected = task.predict(x).float().numpy()
             got = np.asarray(call(*task.export_feeds(x)), dtype=np.float32)
             if got.shape != expected.shape:
-                raise DeepfoundryError(f"the exported graph gives outputs of shape {got.shape}, predict {expected.shape}")
+                raise DeepfoundryError(f"the exported graph gives outputs of shape {got.shape}, predict "
+                                       f"{expected.shape}")
             worst = max(worst, float(np.max(np.abs(got - expected))) if got.size else 0.0)
             if not np.isfinite(got).all():
                 worst = float("inf")
@@ -274,11 +277,9 @@ def parity(call: Callable[..., np.ndarray], task: Any, batches: list[Any]) -> tu
     return worst, checked
 
 
-def write_bundle(run: Run, graph: torch.nn.Module, fmt: str, out: Path, batches: list[Any],
-                 extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write ``graph`` in ``fmt`` with the run's files into ``out``, check parity on ``batches``, write
-    ``bundle.json``. ``graph`` may differ from the task's own (an optimised copy): parity then measures the
-    optimisation's error, and is recorded without failing (``extra["tolerance"] = None``)."""
+def write_bundle(run: Run, graph: torch.nn.Module, fmt: str, out: Path, batches: list[Any]) -> dict[str, Any]:
+    """Write ``graph`` (the task's :meth:`export_graph`) in ``fmt`` with the run's files into ``out``, check
+    parity on ``batches`` (encoded test batches) and write ``bundle.json``; one line above the tolerance."""
     task = run.task
     signature = task.export_signature()
     example = _example(task.export_feeds(batches[0]))
@@ -304,9 +305,9 @@ def write_bundle(run: Run, graph: torch.nn.Module, fmt: str, out: Path, batches:
         worst, checked = parity(call, task, batches)
         meta["outputs"] = [{"name": "output", "shape": ["batch", *np.asarray(call(*example)).shape[1:]],
                             "dtype": "float32"}]
-    tolerance = (extra or {}).get("tolerance", PARITY_TOLERANCE)
-    meta.update({"max_abs_diff": worst, "checked": checked, "parity_tolerance": tolerance, **(extra or {})})
-    if tolerance is not None and not worst <= tolerance:
+    tolerance = PARITY_TOLERANCE
+    meta.update({"max_abs_diff": worst, "checked": checked, "parity_tolerance": tolerance})
+    if not worst <= tolerance:
         model_path.unlink(missing_ok=True)
         (out / "bundle.json").unlink(missing_ok=True)  # an earlier export's description no longer holds
         raise DeepfoundryError(f"the exported {fmt} graph differs from the run's predictions by {worst:.3g} "

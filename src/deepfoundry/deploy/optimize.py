@@ -38,7 +38,7 @@ from ..api import Run, load_run
 from ..engine.checkpoint import atomic_write, save_weights
 from ..engine.rundir import write_json
 from ..errors import DeepfoundryError
-from .export import COPIED, _as_numpy, _quiet, _size, load_graph_file, parity_batches, require, write_bundle
+from .export import COPIED, _as_numpy, _quiet, _size, parity, parity_batches, require, write_bundle
 
 QUANTIZE = ("dynamic", "static")
 DYNAMIC_TYPES = (nn.Linear, nn.LSTM, nn.GRU)
@@ -195,7 +195,8 @@ def _onnx_int8(source: Path, out: Path, mode: str, run: Run, calibration: list[A
 def _quantize_onnx(quant: Any, source: Path, target: Path, mode: str, run: Run, calibration: list[Any]) -> None:
     with _quiet():
         if mode == "dynamic":
-            atomic_write(target, lambda tmp: quant.quantize_dynamic(str(source), tmp, weight_type=quant.QuantType.QInt8))
+            atomic_write(target, lambda tmp: quant.quantize_dynamic(str(source), tmp,
+                                                                    weight_type=quant.QuantType.QInt8))
         else:
             names = [s["name"] for s in run.task.export_signature()]
             reader = _Calibration(names, [run.task.export_feeds(x) for x in calibration])
@@ -356,8 +357,6 @@ def _write_variant_meta(out: Path, run: Run, variant: str, file: str, task: Any,
                         batches: list[Any], fmt: str | None = None, extra: dict[str, Any] | None = None) -> None:
     """``bundle.json`` of a variant: the run's facts, and ``max_abs_diff`` from the float predictions (the
     optimisation's error, recorded; no tolerance applies)."""
-    from .export import parity
-
     call = _ort_call(out) if fmt == "onnx" else _torch_call(module)  # type: ignore[arg-type]
     worst, checked = parity(call, task, batches)
     meta = {"format": fmt or variant, "variant": variant, "file": file, **task.export_facts(),
