@@ -18,6 +18,11 @@ files/arrays, raw table rows, texts, graph batches) with the run's saved preproc
 ``read_inputs`` turns command-line arguments into raw inputs. A family that cannot take an input
 (a language model asked to classify, a GAN asked to predict) refuses in one line.
 
+Serving (:mod:`deepfoundry.deploy.serve`, :mod:`deepfoundry.deploy.monitor`) uses the same halves: the codec
+checks each JSON example and extracts drift features; the task says whether it answers inputs
+(:meth:`Task.serves`) and what drift monitoring watches of an answer (``prediction_labels``,
+:meth:`monitored_prediction`).
+
 Export (:mod:`deepfoundry.deploy.export`) goes through the same contract: a family whose ``predict`` is
 one graph sets ``exportable = True``; :meth:`Task.export_graph` is then a module mapping
 ``export_inputs(raw)`` (the codec's graph inputs: raw arrays, encoded table rows, token ids and lengths)
