@@ -61,7 +61,10 @@ def test_image_bundle_onnx_parity_and_predictor(digits_run: deepfoundry.Run, tmp
     result = export_run(digits_run.path, "onnx", out=tmp_path / "b")
     assert result["format"] == "onnx" and result["checked"] == digits_run.info["num_test"]
     assert 0 <= result["max_abs_diff"] <= 1e-4
-    assert {"model.onnx", "model.safetensors", "model.json", "config.yaml", "bundle.json"} <= set(result["files"])
+    assert {"model.onnx", "model.safetensors", "model.json", "config.yaml", "bundle.json",
+            "reference.json"} <= set(result["files"])
+    reference = json.loads((tmp_path / "b" / "reference.json").read_text())  # the drift reference of item 5
+    assert reference["input_kind"] == "image" and reference["features"] and reference["predictions"]
     meta = read_bundle(tmp_path / "b")
     shape = tuple(digits_run.info["input_shape"])  # (1, 8, 8)
     assert meta["input_kind"] == "image" and meta["inputs"][0]["shape"] == ["batch", *shape]

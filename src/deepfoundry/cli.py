@@ -429,6 +429,49 @@ def audit(
         _echo_json(result)
 
 
+@app.command()
+def serve(
+    path: Path = typer.Argument(..., help="run directory or export bundle"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on"),
+    port: int = typer.Option(8000, "--port", help="port to listen on (0: any free port)"),
+    backend: str = typer.Option("torch", "--backend", help="torch or onnx (exports RUN/export/onnx first if missing)"),
+    max_batch: int = typer.Option(32, "--max-batch", help="most examples per forward pass (and per request)"),
+    max_wait_ms: float = typer.Option(5.0, "--max-wait-ms", help="longest wait for more requests to join a batch"),
+    max_body_mb: float = typer.Option(8.0, "--max-body-mb", help="largest request body (413 above)"),
+    api_key_env: Optional[str] = typer.Option(None, "--api-key-env", help="environment variable holding the API key "
+                                              "(clients send 'Authorization: Bearer KEY')"),
+    log: Optional[Path] = typer.Option(None, "--log", help="append one JSON line per request (time, inputs, "
+                                                           "predictions)"),
+    drift_window: int = typer.Option(500, "--drift-window", help="examples the live drift score covers"),
+) -> None:
+    """Serve a run over HTTP: POST /v1/predict, a web page at /, /metrics; SIGTERM finishes queued work, exit 0."""
+    from .deploy.serve import serve as run_server
+
+    run_server(path, host=host, port=port, backend=backend, max_batch=max_batch, max_wait_ms=max_wait_ms,
+               max_body_mb=max_body_mb, api_key_env=api_key_env, log=log, drift_window=drift_window)
+
+
+@app.command("monitor")
+def monitor_(
+    path: Path = typer.Argument(..., help="run directory or export bundle"),
+    log: Path = typer.Option(..., "--log", help="request log written by 'deepfoundry serve --log'"),
+    threshold: float = typer.Option(0.2, "--threshold", help="PSI above which the stream has drifted"),
+    drift_window: Optional[int] = typer.Option(None, "--drift-window", help="last N logged examples (default all)"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON on the last line"),
+) -> None:
+    """Drift of logged requests against the run's training data: writes RUN/monitor/drift.json and drift.html."""
+    from .deploy.monitor import monitor as run_monitor
+
+    result = run_monitor(path, log, threshold=threshold, window=drift_window)
+    for name, row in result["features"].items():
+        print(f"{name:24s} psi {row['psi']:.4f}  ks {row['ks']:.4f}")
+    print(f"{'predictions':24s} psi {result['predictions']['psi']:.4f}")
+    print(f"drift score {result['drift_score']:.4f} (threshold {result['threshold']}): "
+          f"{'DRIFTED' if result['drifted'] else 'stable'} over {result['examples']} examples; {result['out']}/drift.html")
+    if as_json:
+        _echo_json(result)
+
+
 @app.command("export")
 def export_(
     run_dir: Path = typer.Argument(..., help="run directory to export"),

@@ -36,6 +36,15 @@ from .core import apply_preprocess
 CODECS = Registry("input kind")
 
 
+class ExampleError(DeepfoundryError):
+    """One served example that the model cannot take: ``field`` is where in the example (``()`` for all of it,
+    ``("age",)`` for a tabular column, ...), the message the reason (shape, dtype, NaN/inf, unknown column)."""
+
+    def __init__(self, message: str, field: tuple[Any, ...] = ()) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 @dataclass
 class ReadInputs:
     """What ``Codec.read`` makes of command-line arguments: one ``name`` per example (``file[i]`` for the
@@ -81,6 +90,43 @@ class Codec:
         if len(x) == 0:
             raise DeepfoundryError(f"inputs hold no examples (shape {tuple(x.shape)})")
         return x
+
+    # ------------------------------------------------------------------ serving (deepfoundry.deploy)
+    def schema(self) -> dict[str, Any]:
+        """What one example is, for clients (``GET /v1/model``): the input kind, shape and dtype."""
+        shape = self.info.get("input_shape")
+        return {"input_kind": self.kind, "input_shape": list(shape) if shape is not None else None,
+                "dtype": "float32"}
+
+    def example_from_json(self, value: Any) -> Any:
+        """One JSON example -> one raw input, checked: a nested array of exactly ``input_shape`` holding
+        finite numbers (float32). Raises :class:`ExampleError` naming the reason."""
+        return _numeric_example(value, self.info.get("input_shape"))
+
+    def batch_from_examples(self, examples: list[Any]) -> Any:
+        """Checked raw examples -> the raw batch :meth:`encode` takes."""
+        return np.stack(examples)
+
+    def examples_from_file(self, name: str, data: bytes) -> list[Any]:
+        """An uploaded file (``POST /v1/predict/file``) -> checked raw examples; the base reads ``.npy`` arrays."""
+        import io
+
+        if not name.lower().endswith(".npy"):
+            raise ExampleError(f"'{name}': this model takes {self.kind} inputs; upload {self.files}")
+        try:
+            x = np.load(io.BytesIO(data), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise ExampleError(f"'{name}' is not a readable .npy array: {' '.join(str(exc).split())}") from None
+        shape = tuple(self.info.get("input_shape") or x.shape[1:])
+        x = x[None] if tuple(x.shape) == shape else x
+        return [_numeric_example(e, shape) for e in x]
+
+    def monitor_features(self, batch: Any) -> dict[str, np.ndarray]:
+        """Per-example summary features of an encoded batch, watched for drift (:mod:`deepfoundry.deploy.monitor`).
+
+        Arrays: the mean and standard deviation of each example (over all its values)."""
+        x = torch.as_tensor(batch).double().flatten(1)  # (N, D)
+        return {"mean": x.mean(dim=1).numpy(), "std": x.std(dim=1, correction=0).numpy()}
 
     # ------------------------------------------------------------------ export (deploy/export.py)
     # An exported graph takes ``export_inputs(raw)`` and runs ``export_prepare()`` before the model:
@@ -176,6 +222,33 @@ def read_npy(path: Path) -> np.ndarray:
     return x
 
 
+def _numeric_example(value: Any, shape: Sequence[int] | None) -> np.ndarray:
+    """A JSON value -> float32 array of ``shape``; the first problem (shape, dtype, NaN/inf) as :class:`ExampleError`."""
+    if isinstance(value, (str, bytes, dict)) or value is None:
+        raise ExampleError(f"dtype: expected a nested array of numbers, received {type(value).__name__}")
+    try:
+        arr = np.asarray(value)
+    except ValueError:
+        arr = None
+    if arr is None or arr.dtype == object:
+        raise ExampleError(f"shape: a ragged nested array; expected shape {_shape(shape)}")
+    if shape is not None and tuple(arr.shape) != tuple(shape):
+        raise ExampleError(f"shape: expected {_shape(shape)}, received {_shape(arr.shape)}")
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        kind = {"U": "strings", "S": "strings", "b": "booleans"}.get(arr.dtype.kind, str(arr.dtype))
+        raise ExampleError(f"dtype: expected numbers (float32), received {kind}")
+    with np.errstate(over="ignore"):
+        out = arr.astype(np.float32)
+    if not np.isfinite(out).all():
+        bad = tuple(int(i) for i in np.argwhere(~np.isfinite(out))[0])
+        raise ExampleError(f"NaN/inf: value at {list(bad)} is {float(arr[bad])!r} (as float32); the model needs "
+                           f"finite numbers")
+    return out
+
+
+def _shape(shape: Sequence[int] | None) -> str:
+    return "any" if shape is None else "(" + ", ".join(str(int(s)) for s in shape) + ")"
+
 def _export_stat_shape(dims: int, example_shape: Sequence[int]) -> tuple[int, ...]:
     """Images (N, C, H, W) are standardised per channel, other arrays per value (as ``data.core``)."""
     return (1, int(example_shape[0]), 1, 1) if dims == 4 else (1, *(int(d) for d in example_shape))
@@ -211,6 +284,11 @@ class TableCodec(Codec):
 
     kind = "table"
 
+    def monitor_features(self, batch: Any) -> dict[str, np.ndarray]:
+        """Each feature (standardised as the model sees it), named ``x<j>``."""
+        x = torch.as_tensor(batch).double().flatten(1).numpy()  # (N, F)
+        return {f"x{j}": x[:, j] for j in range(x.shape[1])}
+
 
 @CODECS.register("series")
 class SeriesCodec(Codec):
@@ -233,6 +311,45 @@ class ImageCodec(Codec):
     kind = "image"
     files = "image files (PNG, JPEG, ...) or .npy arrays"
 
+    def example_from_json(self, value: Any) -> Any:
+        """A nested array (C, H, W) in [0, 1], or ``{"image": "<base64 PNG/JPEG>"}`` converted like an image file."""
+        if isinstance(value, dict):
+            import base64
+            import binascii
+
+            if set(value) != {"image"} or not isinstance(value["image"], str):
+                raise ExampleError(f"an image example is a nested array or {{\"image\": \"<base64>\"}}; received an "
+                                   f"object with keys {sorted(map(str, value))}")
+            try:
+                data = base64.b64decode(value["image"].split(",", 1)[-1], validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise ExampleError(f"image: not valid base64 ({exc})", ("image",)) from None
+            return self._image_bytes("image", data, ("image",))
+        return super().example_from_json(value)
+
+    def examples_from_file(self, name: str, data: bytes) -> list[Any]:
+        if name.lower().endswith(".npy"):
+            return super().examples_from_file(name, data)
+        return [self._image_bytes(name, data, ())]
+
+    def _image_bytes(self, name: str, data: bytes, field: tuple[Any, ...]) -> np.ndarray:
+        from .images import load_image_file
+
+        try:
+            return load_image_file(name, self.info, data=data)[0].numpy()
+        except DeepfoundryError as exc:
+            raise ExampleError(str(exc), field) from None
+
+    def monitor_features(self, batch: Any) -> dict[str, np.ndarray]:
+        """Per channel, each example's mean and standard deviation (standardised units): ``c0_mean``, ``c0_std``, ..."""
+        x = torch.as_tensor(batch).double()  # (N, C, H, W)
+        flat = x.flatten(2)  # (N, C, H*W)
+        mean, std = flat.mean(dim=2).numpy(), flat.std(dim=2, correction=0).numpy()
+        out: dict[str, np.ndarray] = {}
+        for c in range(x.shape[1]):
+            out[f"c{c}_mean"], out[f"c{c}_std"] = mean[:, c], std[:, c]
+        return out
+
     def read_file(self, path: Path) -> np.ndarray:
         from .images import load_image_file
 
@@ -247,6 +364,75 @@ class TabularCodec(Codec):
 
     kind = "tabular"
     files = "CSV files of raw rows"
+
+    def _columns(self) -> tuple[list[str], list[str]]:
+        state = self.info["tabular"]
+        return [c["name"] for c in state["numeric"]], [c["name"] for c in state["categorical"]]
+
+    def schema(self) -> dict[str, Any]:
+        numeric, categorical = self._columns()
+        categories = {c["name"]: c["categories"] for c in self.info["tabular"]["categorical"]}
+        columns = [{"name": c, "type": "number"} for c in numeric]
+        columns += [{"name": c, "type": "category", "categories": categories[c]} for c in categorical]
+        return {"input_kind": self.kind, "input_shape": None, "dtype": "row", "columns": columns}
+
+    def example_from_json(self, value: Any) -> Any:
+        """A row ``{column: raw value}`` holding every column of the model (``null``: missing, imputed as in
+        training); numeric columns take numbers, categorical ones strings or numbers."""
+        if not isinstance(value, dict):
+            raise ExampleError(f"a tabular example is an object {{column: value}}, received {type(value).__name__}")
+        numeric, categorical = self._columns()
+        known = set(numeric) | set(categorical)
+        unknown = [k for k in value if k not in known]
+        if unknown:
+            raise ExampleError(f"unknown column {unknown[0]!r}; the model's columns: {', '.join(numeric + categorical)}",
+                               (unknown[0],))
+        missing = [c for c in numeric + categorical if c not in value]
+        if missing:
+            raise ExampleError(f"missing column(s) {', '.join(map(repr, missing))} (null marks a missing value)",
+                               (missing[0],))
+        for col in numeric:
+            v = value[col]
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ExampleError(f"dtype: column {col!r} is numeric, received {type(v).__name__} {v!r}"[:200], (col,))
+            if not np.isfinite(v) or abs(v) > np.finfo(np.float32).max:
+                raise ExampleError(f"NaN/inf: column {col!r} is {v!r}; send null for a missing value", (col,))
+        for col in categorical:
+            v = value[col]
+            if v is not None and (isinstance(v, (bool, list, dict))):
+                raise ExampleError(f"dtype: column {col!r} is categorical (a string), received {type(v).__name__}",
+                                   (col,))
+        return dict(value)
+
+    def batch_from_examples(self, examples: list[Any]) -> Any:
+        return list(examples)
+
+    def examples_from_file(self, name: str, data: bytes) -> list[Any]:
+        import tempfile
+
+        import pandas as pd
+
+        from .preprocess import read_table
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "upload.csv"
+            path.write_bytes(data)
+            try:
+                frame = read_table(path, na_values=self.info["tabular"]["na_values"])
+            except DeepfoundryError as exc:
+                raise ExampleError(str(exc).replace(str(path), name)) from None
+        frame = frame.astype(object).where(pd.notna(frame), None)
+        rows = [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
+                for row in frame.to_dict(orient="records")]
+        return [self.example_from_json(row) for row in rows]
+
+    def monitor_features(self, batch: Any) -> dict[str, np.ndarray]:
+        """The numeric columns as the model sees them (scaled with the training statistics), by column name."""
+        numeric, _ = self._columns()
+        x = torch.as_tensor(batch).double().numpy()  # (N, F): the numeric columns first
+        return {col: x[:, j] for j, col in enumerate(numeric)}
 
     def encode(self, raw: Any) -> torch.Tensor:
         from .tabular import table_inputs
@@ -302,6 +488,43 @@ class TextCodec(Codec):
     kind = "text"
     files = "the texts themselves"
 
+    def schema(self) -> dict[str, Any]:
+        return {"input_kind": self.kind, "input_shape": None, "dtype": "string",
+                "max_length": self.info.get("max_length")}
+
+    def example_from_json(self, value: Any) -> Any:
+        """A string of at most ``max_length`` tokens."""
+        if not isinstance(value, str):
+            raise ExampleError(f"dtype: a text example is a string, received {type(value).__name__}")
+        limit = self.info.get("max_length")
+        if limit is not None:
+            from .text import tokenizer_from_json
+
+            n = len(tokenizer_from_json(self.info["tokenizer"]).encode(value))
+            if n > int(limit):
+                raise ExampleError(f"shape: the text has {n} tokens, more than the model's maximum of {limit}")
+        return value
+
+    def batch_from_examples(self, examples: list[Any]) -> Any:
+        return list(examples)
+
+    def examples_from_file(self, name: str, data: bytes) -> list[Any]:
+        """A UTF-8 text file, one example per non-empty line."""
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ExampleError(f"'{name}' is not UTF-8 text: {exc}") from None
+        return [self.example_from_json(line) for line in text.splitlines() if line.strip()]
+
+    def monitor_features(self, batch: Any) -> dict[str, np.ndarray]:
+        """Token count and the rate of unknown tokens (``<unk>``) of each text."""
+        from .text import UNK
+
+        tokens, lengths = batch  # (B, L), (B,)
+        lengths = torch.as_tensor(lengths).double()
+        unknown = (torch.as_tensor(tokens) == UNK).sum(dim=1).double()
+        return {"tokens": lengths.numpy(), "unknown_rate": (unknown / lengths.clamp_min(1)).numpy()}
+
     def encode(self, raw: Any) -> Any:
         from .text import encode_texts, tokenizer_from_json
 
@@ -337,6 +560,10 @@ class SentenceCodec(TextCodec):
 
     kind = "translation"
 
+    def monitor_features(self, batch: Any) -> dict[str, np.ndarray]:
+        """Words per source sentence."""
+        return {"words": np.array([len(t.split()) for t in batch], dtype=np.float64)}
+
     def encode(self, raw: Any) -> list[str]:
         texts = [raw] if isinstance(raw, str) else list(raw)
         if not all(isinstance(t, str) for t in texts):
@@ -358,6 +585,9 @@ class GraphCodec(Codec):
 
     def read(self, arguments: Sequence[str]) -> ReadInputs:
         raise DeepfoundryError(f"graph runs predict from Python: {self.hint}; see docs/graphs.md")
+
+    def schema(self) -> dict[str, Any]:
+        raise DeepfoundryError(f"graph runs are not served over HTTP; they predict from Python: {self.hint}")
 
 
 @CODECS.register("graph_set")

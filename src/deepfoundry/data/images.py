@@ -14,6 +14,7 @@ numpy alone (no pickle); torchvision is used only to download the standard sourc
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import re
 import struct
@@ -337,7 +338,7 @@ def _image_size(image_size: int | Sequence[int]) -> tuple[int, int]:
 
 
 def _read_image(path: Path, mode: str, size: tuple[int, int] | None,
-                expect: tuple[int, int] | None = None) -> np.ndarray:
+                expect: tuple[int, int] | None = None, data: bytes | None = None) -> np.ndarray:
     """uint8 array (C, H, W) of one image file in PIL ``mode`` (L or RGB), resized to ``size`` (H, W) if given.
 
     The size is read from the header first (PIL opens lazily): an image above :data:`MAX_IMAGE_PIXELS`, or
@@ -348,7 +349,8 @@ def _read_image(path: Path, mode: str, size: tuple[int, int] | None,
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limit below is lower
             warnings.simplefilter("ignore", UserWarning)  # PIL's notes on damaged metadata ("Corrupt EXIF data"):
-            with Image.open(path) as img:                 # the pixels decode, or the error below says why not
+            source = path if data is None else io.BytesIO(data)  # data: an upload's bytes, named by path
+            with Image.open(source) as img:               # the pixels decode, or the error below says why not
                 width, height = img.size
                 if width * height > MAX_IMAGE_PIXELS:
                     raise DeepfoundryError(f"image '{path}' is {height}x{width} ({width * height:,} pixels), above "
@@ -409,8 +411,10 @@ def image_folder(*, root: str | None = None, image_size: int | list[int] = 32, g
 
 # ----------------------------------------------------------------------------- predict
 
-def load_image_file(path: str | Path, info: dict[str, Any]) -> torch.Tensor:
+def load_image_file(path: str | Path, info: dict[str, Any], data: bytes | None = None) -> torch.Tensor:
     """One image file as the float tensor (1, C, H, W) in [0, 1] a model trained on ``info`` expects.
+
+    ``data``: the file's bytes (an upload); ``path`` then only names it in messages.
 
     Converted to grayscale or RGB by ``info['in_channels']``; resized to ``info['input_size']`` when
     ``info['resize']`` is true (image-folder runs), otherwise its size must already match.
@@ -418,9 +422,9 @@ def load_image_file(path: str | Path, info: dict[str, Any]) -> torch.Tensor:
     path = Path(path)
     if info.get("input_kind", "image") != "image":
         raise DeepfoundryError(f"this model takes {info.get('input_kind')} inputs, not image files like '{path}'")
-    if path.is_dir():
+    if data is None and path.is_dir():
         raise DeepfoundryError(f"image file '{path}' is a directory; pass image files")
-    if not path.is_file():
+    if data is None and not path.is_file():
         raise DeepfoundryError(f"image file '{path}' does not exist")
     channels, size = info.get("in_channels", 0), info.get("input_size")
     if channels not in (1, 3):
@@ -432,7 +436,7 @@ def load_image_file(path: str | Path, info: dict[str, Any]) -> torch.Tensor:
     height, width = (int(s) for s in size)
     resize = bool(info.get("resize"))
     arr = _read_image(path, "L" if channels == 1 else "RGB", (height, width) if resize else None,
-                      expect=None if resize else (height, width))
+                      expect=None if resize else (height, width), data=data)
     if arr.shape[1:] != (height, width):
         raise DeepfoundryError(f"image '{path}' is {arr.shape[1]}x{arr.shape[2]} but the model expects "
                                f"{height}x{width} images (height x width); resize it first")

@@ -356,6 +356,12 @@ def export_run(path: str | Path, fmt: str = "onnx", out: str | Path | None = Non
         batches = parity_batches(run, parity_limit, data_root)
         bundle = Path(out) if out is not None else run.path / "export" / fmt
         meta = write_bundle(run, graph, fmt, bundle, batches)
+        from .monitor import REFERENCE, write_reference
+
+        if (run.path / REFERENCE).is_file():  # the drift reference serve and monitor compare live inputs with
+            shutil.copy2(run.path / REFERENCE, bundle / REFERENCE)
+        else:
+            write_reference(run, bundle, data_root)
     finally:
         torch.set_num_threads(threads)
     files = sorted(p.name for p in bundle.iterdir() if p.is_file() and not p.name.startswith("."))

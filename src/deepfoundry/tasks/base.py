@@ -18,6 +18,11 @@ files/arrays, raw table rows, texts, graph batches) with the run's saved preproc
 ``read_inputs`` turns command-line arguments into raw inputs. A family that cannot take an input
 (a language model asked to classify, a GAN asked to predict) refuses in one line.
 
+Serving (:mod:`deepfoundry.deploy.serve`, :mod:`deepfoundry.deploy.monitor`) uses the same halves: the codec
+checks each JSON example and extracts drift features; the task says whether it answers inputs
+(:meth:`Task.serves`) and what drift monitoring watches of an answer (``prediction_labels``,
+:meth:`monitored_prediction`).
+
 Export (:mod:`deepfoundry.deploy.export`) goes through the same contract: a family whose ``predict`` is
 one graph sets ``exportable = True``; :meth:`Task.export_graph` is then a module mapping
 ``export_inputs(raw)`` (the codec's graph inputs: raw arrays, encoded table rows, token ids and lengths)
@@ -92,6 +97,16 @@ class Task(nn.Module):
         """Class probabilities (N, C) of an encoded batch; only classifiers have them."""
         raise DeepfoundryError(f"predict_proba needs a classification run; this is a {self.family} run")
 
+    def serves(self) -> bool:
+        """Whether the family answers raw inputs (``decode_outputs``), so that ``deepfoundry serve`` can serve it."""
+        return type(self).decode_outputs is not Task.decode_outputs
+
+    prediction_labels: list[str] | None = None  # set by classifiers: predictions are watched as categories
+
+    def monitored_prediction(self, row: dict[str, Any]) -> Any:
+        """What drift monitoring watches of one answer of :meth:`decode_outputs` (a label, or a number)."""
+        raise DeepfoundryError(f"a {self.family} run has no predictions to monitor")
+
     @torch.no_grad()
     def predict_rows(self, raw: Any) -> list[dict[str, Any]]:
         """``decode_outputs(predict(encode_inputs(raw)))``: raw inputs to JSON-ready answers."""
@@ -155,6 +170,14 @@ class ClassifierOutputs:
         names = self.info.get("class_names") or []
         return [str(c) for c in names] if len(names) == n else [str(k) for k in range(n)]
 
+    @property
+    def prediction_labels(self) -> list[str]:
+        """The labels answers carry (drift of predictions is watched over these categories)."""
+        return self.class_names(int(self.info.get("num_classes") or len(self.info.get("class_names") or [])))
+
+    def monitored_prediction(self, row: dict[str, Any]) -> Any:
+        return row["label"]
+
     def decode_outputs(self, outputs: torch.Tensor) -> list[dict[str, Any]]:
         proba = torch.as_tensor(outputs).double().cpu().numpy()
         names = self.class_names(proba.shape[1])
@@ -180,6 +203,10 @@ class ValueOutputs:
     """The output half of the contract for tasks whose ``predict`` gives values in the target's units:
     rows ``{"value": v}`` (one value) or ``{"values": [...]}`` (several, e.g. a multi-step forecast).
     Mix in before :class:`Task`."""
+
+    def monitored_prediction(self, row: dict[str, Any]) -> Any:
+        """The value, or the first of several (a forecast's next step)."""
+        return float(row["value"]) if "value" in row else float(row["values"][0])
 
     def decode_outputs(self, outputs: torch.Tensor) -> list[dict[str, Any]]:
         values = torch.as_tensor(outputs).double().cpu().numpy()
