@@ -127,8 +127,9 @@ def load_int8_state(qgraph: nn.Module, tensors: dict[str, torch.Tensor]) -> nn.M
                         packed["ih"], packed["hh"], b["ih"], b["hh"], True)))
             module._all_weight_values = nn.ModuleList(cells)
             quantized.append(name)
+    saved = set(qgraph.state_dict())  # non-persistent buffers (index tables) are rebuilt by the model, not saved
     own = {k: v for k, v in [*qgraph.named_parameters(), *qgraph.named_buffers()]
-           if not any(k.startswith(q + ".") for q in quantized)}  # the float tensors outside quantized modules
+           if k in saved and not any(k.startswith(q + ".") for q in quantized)}  # floats outside quantized modules
     missing = [k for k in own if k not in tensors]
     if missing:
         raise DeepfoundryError(f"the int8 weights lack {', '.join(missing[:3])}; make the variant again")
