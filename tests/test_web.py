@@ -24,7 +24,10 @@ CHROMIUM = os.environ.get("DEEPFOUNDRY_CHROMIUM", "/usr/bin/chromium")
 @pytest.fixture(scope="module")
 def chromium():
     if not (Path(CHROMIUM).is_file() and shutil.which(CHROMIUM)):
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt install chromium, or set DEEPFOUNDRY_CHROMIUM)")
+        reason = f"no Chromium at {CHROMIUM} (apt install chromium, or set DEEPFOUNDRY_CHROMIUM)"
+        if os.environ.get("DEEPFOUNDRY_REQUIRE_BROWSER") == "1":  # .ci/run installs it: the page must be tested
+            pytest.fail(f"{reason} (DEEPFOUNDRY_REQUIRE_BROWSER=1)")
+        pytest.skip(reason)
     return CHROMIUM
 
 
