@@ -5,7 +5,9 @@ Real data sets live beside the repository in ``../shared/datasets`` (see its REA
 """
 from __future__ import annotations
 
+import json
 import os
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -79,3 +81,32 @@ def _crash_class():
 
 
 Crash = _crash_class()
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """The CLI in-process: exit code, stdout, stderr."""
+    from deepfoundry.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    out = capsys.readouterr()
+    return exc.value.code or 0, out.out, out.err
+
+
+def last_json(out: str) -> dict:
+    """The JSON object a ``--json`` command prints on its last line."""
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def one_line_error(code: int, err: str, pattern: str) -> str:
+    """Exit code 2 and stderr one ``error: ...`` line matching the regular expression ``pattern``; returns it."""
+    assert code == 2, err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    assert re.search(pattern, lines[0]), lines[0]
+    return lines[0]
+
+
+def assert_one_line_error(code: int, err: str, text: str) -> str:
+    """As :func:`one_line_error`, with ``text`` a plain substring of the line."""
+    return one_line_error(code, err, re.escape(text))

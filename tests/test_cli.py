@@ -8,18 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from PIL import Image
 
-from deepfoundry.cli import main
 
 FAST = ["--set", "trainer.progress=false", "--set", "trainer.tensorboard=false"]
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out = capsys.readouterr()
-    return exc.value.code or 0, out.out, out.err
 
 
 def assert_one_line_error(code: int, out: str, err: str, pattern: str) -> None:

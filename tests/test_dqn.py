@@ -10,12 +10,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
+from conftest import run_cli
 import torch
 
 import deepfoundry
 import deepfoundry.rl.dqn as dqn
 from deepfoundry import DeepfoundryError
-from deepfoundry.cli import main
 from deepfoundry.config import apply_overrides, load_config, read_yaml, validate
 from deepfoundry.engine.checkpoint import load_state, load_weights
 from deepfoundry.engine.logging import JsonlWriter, StepProgress
@@ -83,13 +83,6 @@ for env_id, kwargs in {"DeepfoundryTruncated-v0": {}, "DeepfoundryTerminated-v0"
                        "DeepfoundryPixels-v0": {"pixels": True}}.items():
     if env_id not in gym.registry:
         gym.register(env_id, entry_point=ToyEnv, kwargs=kwargs, max_episode_steps=5)
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out = capsys.readouterr()
-    return exc.value.code or 0, out.out, out.err
 
 
 def test_replay_buffer_wraps_around_and_samples_uniformly() -> None:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from sklearn.datasets import load_digits
 
 import deepfoundry
-from deepfoundry.cli import main
 from deepfoundry.compare import compare_runs
 from deepfoundry.crossval import cross_validate
 from deepfoundry.errors import DeepfoundryError
@@ -20,13 +20,6 @@ from deepfoundry.splits import group_split, kfold_indices, random_split, split_i
 
 QUIET = {"trainer.progress": False, "trainer.tensorboard": False}
 LABELS = load_digits().target
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out = capsys.readouterr()
-    return exc.value.code or 0, out.out, out.err
 
 
 def _partition(parts, n: int) -> None:

@@ -6,7 +6,6 @@ Transformer sentiment classifier on 600 synthetic sentences (one epoch each).
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -18,28 +17,10 @@ pytest.importorskip("captum")
 from deepfoundry import load_run  # noqa: E402
 from deepfoundry.cli import main  # noqa: E402
 from deepfoundry.responsible.explain import explanation_summary  # noqa: E402
-from conftest import require_shared_dataset  # noqa: E402
+from conftest import last_json, one_line_error, require_shared_dataset, run_cli  # noqa: E402
 
 FAST = ["--set", "trainer.progress=false", "--set", "trainer.tensorboard=false", "--set", "trainer.threads=1",
         "--epochs", "1", "--no-report"]
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out = capsys.readouterr()
-    return exc.value.code or 0, out.out, out.err
-
-
-def one_line_error(code: int, err: str, pattern: str) -> None:
-    assert code == 2, err
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert re.search(pattern, lines[0]), lines[0]
-
-
-def last_json(out: str) -> dict:
-    return json.loads(out.strip().splitlines()[-1])
 
 
 def train(args: list[str], out: Path) -> Path:

@@ -6,7 +6,6 @@ Fast tests train tiny runs on the first 2,500 rows of UCI Adult (``data.limit``)
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np
@@ -18,30 +17,12 @@ pytest.importorskip("fairlearn")
 from deepfoundry.cli import main  # noqa: E402
 from deepfoundry.responsible.fairness import (decision_probability, draw_decisions, fairness_summary,  # noqa: E402
                                               fit_thresholds, reweighing_weights)
-from conftest import require_shared_dataset  # noqa: E402
+from conftest import last_json, one_line_error, require_shared_dataset, run_cli  # noqa: E402
 
 FAST = ["--set", "trainer.progress=false", "--set", "trainer.tensorboard=false", "--set", "trainer.threads=1"]
 TINY = ["--epochs", "2", "--set", "data.limit=2500", "--set", "model.hidden_sizes=[32]", "--no-report"]
 AUDIT_KEYS = {"run", "sensitive", "accuracy", "demographic_parity_difference", "demographic_parity_ratio",
               "equalized_odds_difference", "ci", "groups", "mitigated"}
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out = capsys.readouterr()
-    return exc.value.code or 0, out.out, out.err
-
-
-def one_line_error(code: int, err: str, pattern: str) -> None:
-    assert code == 2, err
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert re.search(pattern, lines[0]), lines[0]
-
-
-def last_json(out: str) -> dict:
-    return json.loads(out.strip().splitlines()[-1])
 
 
 # ----------------------------------------------------------------------------- the math

@@ -7,26 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import assert_one_line_error, run_cli
 import torch
 from sklearn.datasets import load_digits
 
 from deepfoundry.api import load_run
-from deepfoundry.cli import main
 from deepfoundry.responsible.federated import ProximalTerm, federated_summary, partition_indices
 
 QUIET = ["--set", "trainer.progress=false", "--set", "trainer.tensorboard=false"]
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out = capsys.readouterr()
-    return exc.value.code or 0, out.out, out.err
-
-
-def assert_one_line_error(code: int, err: str, text: str) -> None:
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], err
 
 
 def test_partitions_are_disjoint_complete_and_dirichlet_skews_labels() -> None:

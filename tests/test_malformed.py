@@ -17,7 +17,6 @@ import contextlib
 import io
 import json
 import shutil
-import string
 import struct
 import warnings
 import zlib

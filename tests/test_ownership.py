@@ -6,14 +6,12 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from conftest import Crash
+from conftest import Crash, run_cli
 
 import deepfoundry
-from deepfoundry.cli import main
 from deepfoundry.engine.checkpoint import load_state, load_weights
 from deepfoundry.engine.ownership import LOCK, acquire
 from deepfoundry.errors import DeepfoundryError
@@ -21,13 +19,6 @@ from deepfoundry.errors import DeepfoundryError
 QUIET = {"trainer.progress": False, "trainer.tensorboard": False, "trainer.report": False}
 SHORT = {**QUIET, "trainer.epochs": 4, "trainer.checkpoint_every_steps": 7, "data.batch_size": 32}
 CLI_QUIET = ["--set", "trainer.progress=false", "--set", "trainer.tensorboard=false", "--set", "trainer.report=false"]
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out = capsys.readouterr()
-    return exc.value.code or 0, out.out, out.err
 
 
 def one_error_line(err: str) -> str:

@@ -6,28 +6,16 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import assert_one_line_error, run_cli
 import torch
 from torch import nn
 
 from deepfoundry.api import load_run, train
-from deepfoundry.cli import main
 from deepfoundry.data.core import ArrayLoader
 from deepfoundry.engine.checkpoint import load_weights
 from deepfoundry.responsible.privacy import make_private_model, privacy_summary
 
 FAST = {"trainer.progress": False, "trainer.tensorboard": False, "trainer.report": False, "trainer.threads": 1}
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out = capsys.readouterr()
-    return exc.value.code or 0, out.out, out.err
-
-
-def assert_one_line_error(code: int, err: str, text: str) -> None:
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], err
 
 
 # ------------------------------------------------------------------------------------ Poisson sampling

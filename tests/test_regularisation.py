@@ -10,7 +10,7 @@ from torch import nn
 
 import deepfoundry
 from deepfoundry.api import model_context
-from deepfoundry.config import OptimConfig, TrainerConfig, load_config
+from deepfoundry.config import TrainerConfig, load_config
 from deepfoundry.data import build_data
 from deepfoundry.engine.callbacks import EarlyStopping
 from deepfoundry.engine.checkpoint import load_state, load_weights, save_state

@@ -8,22 +8,13 @@ import pytest
 import torch
 
 import deepfoundry
-from deepfoundry.cli import main
 from deepfoundry.data.text import (PAD, UNK, BPETokenizer, CharTokenizer, LMWindowLoader, WordTokenizer, collate,
                                    fit_tokenizer, read_labelled_table, read_text_file, synthetic_sentiment,
                                    tokenizer_from_json)
 from deepfoundry.errors import DeepfoundryError
 from deepfoundry.models import build_model
 
-from conftest import FAST, require_shared_dataset
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    """The CLI in-process: exit code, stdout, stderr."""
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out = capsys.readouterr()
-    return exc.value.code or 0, out.out, out.err
+from conftest import FAST, require_shared_dataset, run_cli
 
 
 def _shakespeare() -> str:

@@ -13,7 +13,7 @@ from torch import nn
 import deepfoundry
 from deepfoundry.cli import main
 from deepfoundry.data import timeseries
-from deepfoundry.data.timeseries import adding_problem, make_forecasting_splits, split_sizes, windows
+from deepfoundry.data.timeseries import adding_problem, make_forecasting_splits, split_sizes
 from deepfoundry.errors import DeepfoundryError
 from deepfoundry.models import forecaster
 from deepfoundry.nn import recurrent

@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 import deepfoundry
-from deepfoundry.cli import main
 from deepfoundry.data.text import BOS, EOS, PAD, fit_tokenizer
 from deepfoundry.data.translation import (TranslationLoader, encode_sources, multi30k, read_parallel,
                                           read_tsv_pairs, synthetic_dates)
@@ -21,7 +20,7 @@ from deepfoundry.errors import DeepfoundryError
 from deepfoundry.models import build_model
 from deepfoundry.tasks.translation import beam_search, corpus_bleu, greedy_decode, length_penalty
 
-from conftest import FAST, require_shared_dataset
+from conftest import FAST, require_shared_dataset, run_cli
 
 DATES = {**FAST, "data.size": 4000, "data.val_fraction": 0.05, "data.test_fraction": 0.05, "data.max_tokens": 1024,
          "model.hidden_size": 64, "trainer.epochs": 4, "optim.lr": 0.005}
@@ -31,13 +30,6 @@ DATES = {**FAST, "data.size": 4000, "data.val_fraction": 0.05, "data.test_fracti
 def dates_run(tmp_path_factory: pytest.TempPathFactory):
     """The synthetic-dates recipe with Bahdanau attention, trained small (about 30-40 s on one core)."""
     return deepfoundry.train("seq2seq-dates", overrides=DATES, out=tmp_path_factory.mktemp("runs") / "dates")
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out = capsys.readouterr()
-    return exc.value.code or 0, out.out, out.err
 
 
 # ------------------------------------------------------------------ data

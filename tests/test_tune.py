@@ -8,10 +8,10 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import run_cli
 import yaml
 
 import deepfoundry
-from deepfoundry.cli import main
 from deepfoundry.config import load_config
 from deepfoundry.errors import DeepfoundryError
 from deepfoundry.tune import load_space, tune
@@ -21,13 +21,6 @@ FAST = {"trainer.epochs": 3, "trainer.tensorboard": False, "trainer.progress": F
         "model.hidden_sizes": [32]}
 SPACE = {"optim.lr": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True},
          "model.dropout": {"type": "float", "low": 0.0, "high": 0.3, "step": 0.1}}
-
-
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exc:
-        main(args)
-    out = capsys.readouterr()
-    return exc.value.code or 0, out.out, out.err
 
 
 def test_study_resumes_and_best_recipe_retrains(tmp_path: Path, capsys) -> None:
