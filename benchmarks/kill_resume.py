@@ -102,23 +102,25 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         refs = {}
-        for job in JOBS:  # the uninterrupted references; the kill window: first checkpoint to the end
+        for job in JOBS:  # the uninterrupted references; the kill window: first checkpoint to the saved model
             refs[job] = work / f"{job}-reference"
             proc = subprocess.Popen(command(job, refs[job], 7), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             ckpt = refs[job] / "checkpoints" / "last.safetensors"
             while not ckpt.exists() and proc.poll() is None:
                 time.sleep(0.01)
             t = time.perf_counter()
+            while not (refs[job] / "model.json").exists() and proc.poll() is None:  # the end of its training
+                time.sleep(0.01)
+            lengths[job] = round(time.perf_counter() - t, 2)
             if proc.wait() != 0:
                 raise SystemExit(f"the reference run of {job} failed")
-            lengths[job] = round(time.perf_counter() - t, 2)
         for n, sig in enumerate([signal.SIGKILL] * args.kills + [signal.SIGTERM] * args.terms):
             job = "dqn" if n % 4 == 3 else "lenet"  # one trial in four on the DQN loop
             every = 1 if n % 2 else 7               # every step: many kills land inside a checkpoint write
             for _ in range(10):  # redraw a moment that came after the run had finished
-                # the window: 80% of the reference's time from its first checkpoint to its exit (which includes
-                # the final evaluation, the save and the interpreter's exit, where a kill finds a finished run)
-                row = trial(job, sig, rng, refs[job], work, max(0.5, 0.8 * lengths[job]), every)
+                # the window: the reference's time from its first checkpoint to its model.json (training and
+                # the final evaluation; a kill after the save finds a finished run and is drawn again)
+                row = trial(job, sig, rng, refs[job], work, max(0.2, lengths[job]), every)
                 if row["outcome"] != "finished":
                     break
             rows.append(row)
