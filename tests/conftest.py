@@ -110,3 +110,14 @@ def one_line_error(code: int, err: str, pattern: str) -> str:
 def assert_one_line_error(code: int, err: str, text: str) -> str:
     """As :func:`one_line_error`, with ``text`` a plain substring of the line."""
     return one_line_error(code, err, re.escape(text))
+
+
+@pytest.fixture(scope="session")
+def adult_run(tmp_path_factory: pytest.TempPathFactory):
+    """A real mlp-adult run (1 epoch) on the shared UCI Adult copy, shared by the serving and drift tests."""
+    import deepfoundry
+
+    root = require_shared_dataset("adult")
+    return deepfoundry.train("mlp-adult", overrides={**FAST, "trainer.epochs": 1, "data.root": str(root),
+                                                     "trainer.report": False},
+                             out=tmp_path_factory.mktemp("runs") / "adult")

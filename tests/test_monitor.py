@@ -93,16 +93,6 @@ def _monitor(capsys, path, log, *extra):
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="module")
-def adult_run(tmp_path_factory):
-    import deepfoundry
-
-    root = require_shared_dataset("adult")
-    return deepfoundry.train("mlp-adult", overrides={**FAST, "trainer.epochs": 1, "data.root": str(root),
-                                                     "trainer.report": False},
-                             out=tmp_path_factory.mktemp("runs") / "adult")
-
-
 def test_inverted_images_drift_test_images_do_not(digits_run, tmp_path, capsys):
     images = raw_test_images(digits_run)[:300]
     clean, _ = _served_score(digits_run.path, images.tolist(), tmp_path / "clean.jsonl")

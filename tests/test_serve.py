@@ -50,16 +50,6 @@ def digits(digits_run):
 
 
 @pytest.fixture(scope="module")
-def adult_run(tmp_path_factory):
-    import deepfoundry
-
-    root = require_shared_dataset("adult")
-    return deepfoundry.train("mlp-adult", overrides={**FAST, "trainer.epochs": 1, "data.root": str(root),
-                                                     "trainer.report": False},
-                             out=tmp_path_factory.mktemp("runs") / "adult")
-
-
-@pytest.fixture(scope="module")
 def text_run(tmp_path_factory):
     import deepfoundry
 

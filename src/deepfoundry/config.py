@@ -62,6 +62,17 @@ class TaskConfig(_Open):
     name: str = Field("classification", description="registered task name")
 
 
+class _Switch(_Strict):
+    """A section with an ``enabled`` switch that setting any other of its keys turns on."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _enable_when_configured(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and raw and "enabled" not in raw:
+            return {**raw, "enabled": True}
+        return raw
+
+
 class SchedulerConfig(_Strict):
     name: Literal["none", "step", "cosine", "onecycle", "plateau"] = Field("none", description="learning-rate schedule")
     warmup_epochs: float = Field(0.0, ge=0.0, description="linear warm-up length in epochs (step, cosine, none)")
@@ -86,7 +97,7 @@ class OptimConfig(_Strict):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
 
 
-class EarlyStoppingConfig(_Strict):
+class EarlyStoppingConfig(_Switch):
     """Setting any key but ``enabled`` (``trainer.early_stopping.patience=3``) switches it on."""
 
     enabled: bool = Field(False, description="stop when the monitored metric stops improving")
@@ -95,13 +106,6 @@ class EarlyStoppingConfig(_Strict):
     patience: int = Field(5, ge=1, description="epochs without improvement before stopping")
     min_delta: float = Field(0.0, ge=0.0, description="smallest change that counts as an improvement")
     restore_best: bool = Field(True, description="when it stops, put back the weights of the best epoch")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _enable_when_configured(cls, raw: Any) -> Any:
-        if isinstance(raw, dict) and raw and "enabled" not in raw:
-            return {**raw, "enabled": True}
-        return raw
 
 
 class TrainerConfig(_Strict):
@@ -162,7 +166,7 @@ class FairnessConfig(_Strict):
         return self
 
 
-class PrivacyConfig(_Strict):
+class PrivacyConfig(_Switch):
     """DP-SGD (docs/privacy.md). Setting any key but ``enabled`` (``privacy.epsilon=3``) switches it on."""
 
     enabled: bool = Field(False, description="train with DP-SGD: per-sample clipping, Gaussian noise, Poisson batches")
@@ -175,13 +179,6 @@ class PrivacyConfig(_Strict):
     accountant: Literal["rdp", "prv", "gdp"] = Field("rdp", description="privacy accountant (opacus)")
     secure_mode: bool = Field(False, description="cryptographically safe noise (opacus secure_mode; slower, "
                                                  "not reproducible)")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _enable_when_configured(cls, raw: Any) -> Any:
-        if isinstance(raw, dict) and raw and "enabled" not in raw:
-            return {**raw, "enabled": True}
-        return raw
 
     @model_validator(mode="after")
     def _one_budget(self) -> "PrivacyConfig":

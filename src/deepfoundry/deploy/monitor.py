@@ -35,7 +35,7 @@ import torch
 from ..api import Run, load_run
 from ..data.codecs import ExampleError, codec_for
 from ..engine.checkpoint import atomic_write
-from ..engine.rundir import write_json
+from ..engine.rundir import read_jsonl, write_json
 from ..errors import DeepfoundryError
 
 EPS = 1e-4
@@ -204,23 +204,12 @@ def read_log(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise DeepfoundryError(f"request log '{path}' does not exist")
-    records = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as exc:
-        raise DeepfoundryError(f"request log '{path}' is not UTF-8 text: {exc}") from None
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DeepfoundryError(f"request log '{path}' line {i} is not JSON: {exc}") from None
-        if not isinstance(rec, dict) or not isinstance(rec.get("inputs"), list) \
-                or not isinstance(rec.get("predictions"), list) or len(rec["inputs"]) != len(rec["predictions"]):
-            raise DeepfoundryError(f"request log '{path}' line {i} is not a request record (it needs lists 'inputs' "
+    records = read_jsonl(path)  # a line torn by a server still writing is skipped; others are named file:line
+    for i, rec in enumerate(records, 1):
+        if not isinstance(rec.get("inputs"), list) or not isinstance(rec.get("predictions"), list) \
+                or len(rec["inputs"]) != len(rec["predictions"]):
+            raise DeepfoundryError(f"request log '{path}' record {i} is not a request record (it needs lists 'inputs' "
                                    f"and 'predictions' of equal length, as 'deepfoundry serve --log' writes)")
-        records.append(rec)
     return records
 
 
