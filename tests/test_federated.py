@@ -3,6 +3,10 @@ processes on 127.0.0.1 (2 clients, 2 rounds; the acceptance run against centrali
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +16,9 @@ import torch
 from sklearn.datasets import load_digits
 
 from deepfoundry.api import load_run
-from deepfoundry.responsible.federated import ProximalTerm, federated_summary, partition_indices
+from deepfoundry.responsible.federated import ProximalTerm, federated_summary, free_port, partition_indices
+
+SRC = Path(__file__).resolve().parents[1] / "src"
 
 QUIET = ["--set", "trainer.progress=false", "--set", "trainer.tensorboard=false"]
 
@@ -54,6 +60,8 @@ def test_proximal_term_adds_mu_times_the_drift_to_the_gradient() -> None:
     (["--partition", "shards"], "iid or dirichlet:ALPHA"),
     (["--strategy", "fedsgd"], "fedavg, fedprox"),
     (["--role", "client"], "--address"),
+    (["--role", "server", "--address", "no-port"], "HOST:PORT"),
+    (["--role", "client", "--address", "127.0.0.1:9092", "--partition-id", "7", "--clients", "2"], "0..1"),
 ])
 def test_bad_federations_are_one_line_errors(args: list[str], text: str, tmp_path: Path, capsys) -> None:
     code, _, err = run_cli(["federate", "mlp-digits", "--out", str(tmp_path / "f"), *args, *QUIET], capsys)
@@ -73,14 +81,77 @@ def test_real_flower_processes_two_clients_two_rounds(tmp_path: Path, capsys) ->
     rounds = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["round"] for r in rounds if r["kind"] == "round"] == [0, 1, 2]
     assert rounds[2]["val_accuracy"] > rounds[0]["val_accuracy"] and "train_loss" in rounds[2]
-    logs = sorted(p.name for p in (out / "federated").glob("client-*.log"))
-    assert logs == ["client-0.log", "client-1.log"]  # one process per client
+    logs = sorted(p.name for p in (out / "federated").glob("*.log"))
+    assert logs == ["client-0.log", "client-1.log", "flwr-run.log", "superlink.log"]  # a SuperNode per client
+    assert "Successfully started run" in (out / "federated" / "flwr-run.log").read_text() or \
+        '"success": true' in (out / "federated" / "flwr-run.log").read_text()
+    app = (out / "federated" / "app" / "pyproject.toml").read_text()
+    assert 'serverapp = "deepfoundry.responsible.flower_app:server_app"' in app and "clients = 2" in app
+    assert result["federated"]["deployment"] == "superlink+supernodes"
     run = load_run(out)
     assert run.evaluate("test")["accuracy"] == pytest.approx(result["test"]["accuracy"])
     assert federated_summary(run)["rounds_val"][-1]["round"] == 2
     from deepfoundry.report import write_report
 
     assert "Federated rounds" in write_report(run).read_text()
+    code, stdout, err = run_cli(["export", str(out), "--out", str(tmp_path / "bundle")], capsys)
+    assert code == 0 and (tmp_path / "bundle" / "model.onnx").exists(), err  # a federated run exports like any
+
+
+def _deepfoundry(*args: str, log: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
+    with log.open("w") as fh:
+        return subprocess.Popen([sys.executable, "-m", "deepfoundry", *args], stdout=fh, stderr=subprocess.STDOUT,
+                                env=env)
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.poll() is None:
+            p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+@pytest.mark.slow
+def test_roles_server_and_clients_as_on_separate_machines(tmp_path: Path) -> None:
+    """``--role server`` (a SuperLink waiting for SuperNodes) and two ``--role client`` SuperNodes, each its own
+    deepfoundry process as on three machines, over 127.0.0.1."""
+    address = f"127.0.0.1:{free_port()}"
+    common = ["--clients", "2", *QUIET, "--set", "trainer.report=false"]
+    server = _deepfoundry("federate", "mlp-digits", "--role", "server", "--address", address, "--rounds", "2",
+                          "--out", str(tmp_path / "fed"), "--json", *common, log=tmp_path / "server.log")
+    clients = [_deepfoundry("federate", "mlp-digits", "--role", "client", "--address", address,
+                            "--partition-id", str(k), *common, log=tmp_path / f"client{k}.log") for k in range(2)]
+    try:
+        assert server.wait(timeout=600) == 0, (tmp_path / "server.log").read_text()[-3000:]
+    finally:
+        _stop([server, *clients])
+    result = json.loads((tmp_path / "server.log").read_text().strip().splitlines()[-1])
+    assert result["federated"]["clients"] == 2 and sum(result["federated"]["client_samples"]) == 1294
+    assert result["test"]["accuracy"] > 0.8
+    assert all(p.returncode is not None for p in clients)  # the SuperNodes stopped with their processes
+
+
+@pytest.mark.slow
+def test_a_failing_client_ends_the_federation_in_one_line(tmp_path: Path) -> None:
+    """A SuperNode whose partition does not fit the run (num-partitions 2 for a 1-client run) fails its
+    ClientApp; the server refuses the round and exits 2 with one line, leaving no process behind."""
+    address = f"127.0.0.1:{free_port()}"
+    server = _deepfoundry("federate", "mlp-digits", "--role", "server", "--address", address, "--clients", "1",
+                          "--rounds", "2", "--out", str(tmp_path / "fed"), *QUIET, log=tmp_path / "server.log")
+    client = _deepfoundry("federate", "mlp-digits", "--role", "client", "--address", address, "--clients", "2",
+                          "--partition-id", "0", log=tmp_path / "client.log")
+    try:
+        code = server.wait(timeout=600)
+    finally:
+        _stop([server, client])
+    lines = (tmp_path / "server.log").read_text().strip().splitlines()
+    assert code == 2 and lines[-1].startswith("error: the federation failed: round 1:"), lines[-5:]
+    assert "does not fit the run's 1 clients" in lines[-1] and "Traceback" not in "\n".join(lines)
 
 
 @pytest.mark.slow

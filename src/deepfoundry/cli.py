@@ -563,33 +563,22 @@ def federate(
     as_json: bool = typer.Option(False, "--json", help="print the final metrics as JSON on the last line"),
 ) -> None:
     """Federated learning with Flower: FedAvg/FedProx over client processes; writes a normal run directory."""
-    from .config import load_config
     from .engine.logging import stderr_console
     from .responsible.federated import federate as run_federation
-    from .responsible.federated import parse_partition, run_client, run_server
+    from .responsible.federated import join_federation, parse_partition
 
     overrides = list(set_ or []) + ([f"data.root={data_root}"] if data_root else [])
     parse_partition(partition)
     if role is Role.client:
         if address is None or partition_id is None:
-            raise DeepfoundryError("--role client needs --address HOST:PORT and --partition-id K")
-        run_client(load_config(recipe, overrides), address, partition_id, clients, partition, rounds, local_epochs)
+            raise DeepfoundryError("--role client needs --address HOST:PORT (the SuperLink's Fleet API) and "
+                                   "--partition-id K")
+        code = join_federation(address, partition_id, clients)
+        if code:
+            raise typer.Exit(code)
         return
-    if role is Role.server:
-        if address is None:
-            raise DeepfoundryError("--role server needs --address HOST:PORT to listen on (e.g. 0.0.0.0:9092)")
-        from .engine.ownership import check_new_run, check_out, claim
-
-        check_out(out)
-        cfg = load_config(recipe, overrides)
-        path = out or Path("runs") / f"{cfg.name}-federated"
-        with claim(path):
-            check_new_run(path, False)
-            results = run_server(cfg, path, address, clients, rounds, partition, strategy, proximal_mu,
-                                 local_epochs, stderr_console())
-    else:
-        path, results = run_federation(recipe, clients, rounds, partition, strategy, proximal_mu, local_epochs,
-                                       overrides, out, stderr_console())
+    path, results = run_federation(recipe, clients, rounds, partition, strategy, proximal_mu, local_epochs,
+                                   overrides, out, stderr_console(), role=role.value, address=address)
     from .api import load_run
 
     run = load_run(path)
