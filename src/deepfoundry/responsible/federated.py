@@ -230,7 +230,7 @@ def write_app(spec: FederationSpec, folder: str | Path) -> Path:
     Its components are this package's :mod:`deepfoundry.responsible.flower_app` (``server_app``, ``client_app``),
     so every machine of the federation needs deepfoundry installed; the run config carries the rest.
     """
-    from .. import __version__
+    from .._version import __version__
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
