@@ -88,6 +88,7 @@ def test_real_flower_processes_two_clients_two_rounds(tmp_path: Path, capsys) ->
     app = (out / "federated" / "app" / "pyproject.toml").read_text()
     assert 'serverapp = "deepfoundry.responsible.flower_app:server_app"' in app and "clients = 2" in app
     assert result["federated"]["deployment"] == "superlink+supernodes"
+    assert not _processes_of(out / "federated" / "flwr-home")  # SuperLink, SuperNodes and their apps all stopped
     run = load_run(out)
     assert run.evaluate("test")["accuracy"] == pytest.approx(result["test"]["accuracy"])
     assert federated_summary(run)["rounds_val"][-1]["round"] == 2
@@ -96,6 +97,19 @@ def test_real_flower_processes_two_clients_two_rounds(tmp_path: Path, capsys) ->
     assert "Federated rounds" in write_report(run).read_text()
     code, stdout, err = run_cli(["export", str(out), "--out", str(tmp_path / "bundle")], capsys)
     assert code == 0 and (tmp_path / "bundle" / "model.onnx").exists(), err  # a federated run exports like any
+
+
+def _processes_of(flwr_home: Path) -> list[int]:
+    """Live processes started with this FLWR_HOME in their environment (the federation's own)."""
+    marker = f"FLWR_HOME={flwr_home.resolve()}".encode()
+    found = []
+    for env in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if marker in env.read_bytes().split(b"\0"):
+                found.append(int(env.parent.name))
+        except OSError:
+            continue
+    return found
 
 
 def _deepfoundry(*args: str, log: Path) -> subprocess.Popen:

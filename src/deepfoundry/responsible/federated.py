@@ -556,23 +556,28 @@ class Federation:
                                        f"{self.logs / f'{name}.log'}")
 
     def stop(self) -> None:
+        """SIGTERM to each process group (a SuperLink's or SuperNode's apps are in it too), then SIGKILL to
+        whatever is left in them: an app that outlives its SuperLink would retry it forever."""
         import signal
 
-        for proc in self.procs.values():
-            if proc.poll() is None:
+        def signal_groups(sig: int) -> None:
+            for proc in self.procs.values():
                 try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
+                    os.killpg(proc.pid, sig)
+                except (ProcessLookupError, PermissionError):
                     pass
+
+        signal_groups(signal.SIGTERM)
+        deadline = time.monotonic() + 15
         for proc in self.procs.values():
             try:
-                proc.wait(timeout=15)
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                proc.wait()
+                pass
+        time.sleep(0.5)
+        signal_groups(signal.SIGKILL)
+        for proc in self.procs.values():
+            proc.wait()
 
 
 def _follow(run_dir: Path, fed: Federation, rounds: int, console: Any) -> dict[str, Any]:
@@ -670,16 +675,13 @@ def join_federation(address: str, partition_id: int, clients: int) -> int:
     command = [_tool("flower-supernode"), "--insecure", "--superlink", address, "--node-config",
                f"partition-id={partition_id} num-partitions={clients}",
                "--clientappio-api-address", f"127.0.0.1:{free_port()}"]
-    proc = subprocess.Popen(command, env=_flower_env(None))
+    node = Federation(Path.cwd())
+    node.env = _flower_env(None)
+    node.procs["supernode"] = subprocess.Popen(command, env=node.env, start_new_session=True)
     try:
-        return proc.wait()
-    finally:  # a SIGTERM to this process (or an error) must not leave the SuperNode running
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        return node.procs["supernode"].wait()
+    finally:  # a SIGTERM or Ctrl-C to this process must not leave the SuperNode or its apps running
+        node.stop()
 
 
 def federated_summary(run: Any) -> dict[str, Any] | None:
