@@ -12,8 +12,6 @@ empty window of class labels); a body that is not UTF-8 JSON and broken multipar
 """
 from __future__ import annotations
 
-import time
-
 import pytest
 
 pytest.importorskip("fastapi")
@@ -94,11 +92,9 @@ def app(request, digits_run):
 
 
 def test_fuzz_every_operation(app):
-    started = time.perf_counter()
     failures, sent = fuzz(app)
     assert not failures, "\n\n".join(failures[:5])
     assert sent >= 100, sent  # every operation was exercised, not rejected wholesale
-    assert time.perf_counter() - started < 60
 
 
 # ---------------------------------------------------------------------------------------------- regressions

@@ -88,3 +88,18 @@ def test_reinforcement_learning_runs_are_refused(tmp_path, capsys):
     code, _, err = run_cli(["train", "dqn-cartpole", "--out", str(tmp_path / "run"),
                             "--set", "trainer.mlflow=true"], capsys)
     assert_one_line_error(code, err, "trainer.mlflow cannot track task")
+
+
+def test_mlflow_is_imported_only_when_tracking_is_asked_for():
+    """No module of the package imports mlflow at import time (the track extra stays optional)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(deepfoundry.__file__).parent
+    top_level = []
+    for path in root.rglob("*.py"):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            top_level += [f"{path.name}:{node.lineno}" for n in names if n.split(".")[0] == "mlflow"]
+    assert not top_level, top_level
