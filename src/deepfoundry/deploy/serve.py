@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from ..api import load_run
 from ..data.codecs import ExampleError, codec_for
@@ -435,9 +435,16 @@ def create_app(path: str | Path, backend: str = "torch", max_batch: int = 32, ma
             state.log.write(json.dumps({"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
                                         "inputs": inputs, "predictions": result["predictions"]}) + "\n")
 
+    # the body's schema states what this run takes (the codec's example schema) and the batch bounds; the
+    # handler enforces both itself, so refusals keep their one-line messages
+    Body = create_model("PredictRequest", __base__=PredictRequest, __doc__=PredictRequest.__doc__,
+                        inputs=(list[Any], Field(..., description=PredictRequest.model_fields["inputs"].description,
+                                                 json_schema_extra={"items": model.codec.example_schema(),
+                                                                    "minItems": 1, "maxItems": max_batch})))
+
     @app.post("/v1/predict", summary="answer examples (JSON)", response_model=PredictResponse,
               responses=_responses(400, 401, 413, 503))
-    async def predict(request: PredictRequest) -> Response:
+    async def predict(request: Body) -> Response:  # type: ignore[valid-type]
         result = await answer(request.inputs, ("body", "inputs"))
         record(request.inputs, result)
         return JSONResponse(result)  # the rows are JSON-ready already: no second validation pass
