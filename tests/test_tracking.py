@@ -103,3 +103,15 @@ def test_mlflow_is_imported_only_when_tracking_is_asked_for():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             top_level += [f"{path.name}:{node.lineno}" for n in names if n.split(".")[0] == "mlflow"]
     assert not top_level, top_level
+
+
+def test_a_store_mlflow_refuses_is_one_error_line(tmp_path, monkeypatch, capsys):
+    """MLflow 3 refuses the plain-folder store unless MLFLOW_ALLOW_FILE_STORE=true: one line, exit 2."""
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    code, _, err = run_cli(["train", "mlp-wine", "--epochs", "1", "--out", str(tmp_path / "run"), "--set",
+                            f"trainer.mlflow_uri=file:{tmp_path / 'mlruns'}", "--set", "trainer.progress=false",
+                            "--set", "trainer.report=false", "--set", "trainer.tensorboard=false"], capsys)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err, err  # after the data's one split line
+    assert errors[0].startswith(f"error: MLflow store 'file:{tmp_path / 'mlruns'}'") and \
+        "MLFLOW_ALLOW_FILE_STORE=true" in errors[0], errors

@@ -68,8 +68,11 @@ def _client(uri: str) -> Any:
 
 
 def _mlflow_error(exc: Exception, uri: str) -> DeepfoundryError:
-    first = " ".join(str(exc).split()).split(". ")[0]
-    return DeepfoundryError(f"MLflow store {uri!r}: {first}"[:400])
+    first = " ".join(str(exc).split()).split(". ")[0][:300]
+    hint = ""
+    if "filesystem tracking backend" in first:
+        hint = "; use a SQLite store (trainer.mlflow_uri=sqlite:///PATH/mlflow.db) or set MLFLOW_ALLOW_FILE_STORE=true"
+    return DeepfoundryError(f"MLflow store {uri!r}: {first}{hint}")
 
 
 def _numbers(record: dict[str, Any]) -> dict[str, float]:
@@ -107,11 +110,11 @@ class MLflowLogger(Callback):
         if saved is not None and self.tracking_uri not in (None, saved.get("tracking_uri")):
             saved = None  # resumed into another store: a new MLflow run there
         uri = self.tracking_uri or (saved or {}).get("tracking_uri") or default_uri()
-        client = _client(uri)
         from mlflow.entities import Param
         from mlflow.exceptions import MlflowException
 
         try:
+            client = _client(uri)
             if saved is not None:  # --resume: the same MLflow run, RUNNING again
                 self.run_id = saved["run_id"]
                 client.update_run(self.run_id, status="RUNNING")
@@ -173,11 +176,12 @@ def log_run_directory(run_dir: str | Path) -> list[str]:
     if not is_rank_zero() or not (run_dir / STATE).is_file():
         return []
     state = read_state(run_dir)
-    client = _client(state["tracking_uri"])
+    require_mlflow()
     from mlflow.exceptions import MlflowException
 
     logged = []
     try:
+        client = _client(state["tracking_uri"])
         for path in sorted(p for p in run_dir.rglob("*") if p.is_file() and p.name not in SKIPPED):
             folder = path.parent.relative_to(run_dir).as_posix()
             client.log_artifact(state["run_id"], str(path), artifact_path=None if folder == "." else folder)
