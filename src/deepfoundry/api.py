@@ -95,6 +95,9 @@ def _train(recipe: str | Path | RunConfig | None, overrides: dict[str, Any] | li
     if own_loop is not None and cfg.privacy.enabled:
         raise DeepfoundryError(f"privacy (DP-SGD) cannot train task {cfg.task.name!r}: it runs its own loop "
                                f"(reinforcement learning); drop the privacy.* keys")
+    if own_loop is not None and cfg.trainer.mlflow:
+        raise DeepfoundryError(f"trainer.mlflow cannot track task {cfg.task.name!r}: it runs its own loop "
+                               f"(reinforcement learning), which logs metrics.jsonl only; drop trainer.mlflow")
     # SIGTERM/SIGINT from here on: the training loops stop at a step boundary with a checkpoint; outside
     # them (loading data, the final evaluation, saving) the run stops at the next phase boundary
     with claim(run_dir), graceful_stop() as stop:
@@ -114,6 +117,10 @@ def _train(recipe: str | Path | RunConfig | None, overrides: dict[str, Any] | li
 
             write_report(run)
             write_model_card(run)
+        if cfg.trainer.mlflow:  # the saved run directory, report included, as the MLflow run's artifacts
+            from .engine.tracking import log_run_directory
+
+            log_run_directory(rundir.path)
     return run
 
 

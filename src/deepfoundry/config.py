@@ -129,6 +129,10 @@ class TrainerConfig(_Strict):
                                                               "before it counts as diverged")
     grad_norms: bool = Field(False, description="log per-layer gradient norms (vanishing/exploding gradients)")
     tensorboard: bool = Field(True, description="write TensorBoard event files into the run directory")
+    mlflow: bool = Field(False, description="also log to MLflow: config as params, records as metrics, the run "
+                                            "directory as artifacts (the track extra; docs/trainer.md)")
+    mlflow_uri: str | None = Field(None, description="MLflow tracking URI (setting it switches trainer.mlflow on; "
+                                                     "default sqlite:///<cwd>/mlruns/mlflow.db)")
     progress: bool = Field(True, description="show a progress bar")
     report: bool = Field(True, description="write report.html and model_card.md into the run directory at the end")
     deterministic: bool = Field(False, description="torch.use_deterministic_algorithms(True)")
@@ -140,6 +144,17 @@ class TrainerConfig(_Strict):
         """YAML reads a bare ``off`` as false: ``trainer.divergence: off`` (or ``=off``) means ``"off"``."""
         if isinstance(raw, dict) and raw.get("divergence") is False:
             return {**raw, "divergence": "off"}
+        return raw
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mlflow_uri_switches_on(cls, raw: Any) -> Any:
+        """``trainer.mlflow_uri=URI`` alone means ``trainer.mlflow: true``; with an explicit false it is refused."""
+        if isinstance(raw, dict) and raw.get("mlflow_uri") not in (None, ""):
+            if raw.get("mlflow") is False or str(raw.get("mlflow")).lower() == "false":
+                raise ValueError("trainer.mlflow_uri is set but trainer.mlflow is false; drop trainer.mlflow_uri "
+                                 "or set trainer.mlflow=true")
+            return {**raw, "mlflow": True}
         return raw
 
 

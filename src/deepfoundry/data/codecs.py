@@ -22,6 +22,7 @@ in :mod:`deepfoundry.tasks.base`); a data module adds an input kind by registeri
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -34,6 +35,7 @@ from ..registry import Registry
 from .core import apply_preprocess
 
 CODECS = Registry("input kind")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 class ExampleError(DeepfoundryError):
@@ -102,6 +104,17 @@ class Codec:
         """One JSON example -> one raw input, checked: a nested array of exactly ``input_shape`` holding
         finite numbers (float32). Raises :class:`ExampleError` naming the reason."""
         return _numeric_example(value, self.info.get("input_shape"))
+
+    def example_schema(self) -> dict[str, Any]:
+        """The JSON Schema of one JSON example (the served API's OpenAPI ``inputs.items``): a nested array of
+        exactly ``input_shape`` holding numbers (finite as float32: a value the schema cannot state)."""
+        shape = self.info.get("input_shape")
+        if shape is None:
+            return {"type": "array"}
+        schema: dict[str, Any] = {"type": "number"}
+        for size in reversed(list(shape)):
+            schema = {"type": "array", "items": schema, "minItems": int(size), "maxItems": int(size)}
+        return schema
 
     def batch_from_examples(self, examples: list[Any]) -> Any:
         """Checked raw examples -> the raw batch :meth:`encode` takes."""
@@ -230,6 +243,14 @@ def _numeric_example(value: Any, shape: Sequence[int] | None) -> np.ndarray:
         arr = np.asarray(value)
     except ValueError:
         arr = None
+    if arr is not None and arr.dtype == object:  # ragged, or integers beyond 64 bits (numbers all the same)
+        try:
+            arr = np.asarray(value, dtype=np.float64)
+        except OverflowError:
+            raise ExampleError("NaN/inf: an integer beyond float range; the model needs finite float32 numbers") \
+                from None
+        except (TypeError, ValueError):
+            arr = None
     if arr is None or arr.dtype == object:
         raise ExampleError(f"shape: a ragged nested array; expected shape {_shape(shape)}")
     if shape is not None and tuple(arr.shape) != tuple(shape):
@@ -327,6 +348,12 @@ class ImageCodec(Codec):
             return self._image_bytes("image", data, ("image",))
         return super().example_from_json(value)
 
+    def example_schema(self) -> dict[str, Any]:
+        return {"anyOf": [super().example_schema(),
+                          {"type": "object", "properties": {"image": {"type": "string", "contentEncoding": "base64",
+                                                                      "description": "a PNG or JPEG file"}},
+                           "required": ["image"], "additionalProperties": False}]}
+
     def examples_from_file(self, name: str, data: bytes) -> list[Any]:
         if name.lower().endswith(".npy"):
             return super().examples_from_file(name, data)
@@ -376,6 +403,15 @@ class TabularCodec(Codec):
         columns += [{"name": c, "type": "category", "categories": categories[c]} for c in categorical]
         return {"input_kind": self.kind, "input_shape": None, "dtype": "row", "columns": columns}
 
+    def example_schema(self) -> dict[str, Any]:
+        """A row: every column of the model, numbers for numeric columns, strings (or numbers) for categorical
+        ones, ``null`` for a missing value."""
+        numeric, categorical = self._columns()
+        properties = {c: {"type": ["number", "null"]} for c in numeric}
+        properties.update({c: {"type": ["string", "number", "null"]} for c in categorical})
+        return {"type": "object", "properties": properties, "required": numeric + categorical,
+                "additionalProperties": False}
+
     def example_from_json(self, value: Any) -> Any:
         """A row ``{column: raw value}`` holding every column of the model (``null``: missing, imputed as in
         training); numeric columns take numbers, categorical ones strings or numbers."""
@@ -397,8 +433,13 @@ class TabularCodec(Codec):
                 continue
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise ExampleError(f"dtype: column {col!r} is numeric, received {type(v).__name__} {v!r}"[:200], (col,))
-            if not np.isfinite(v) or abs(v) > np.finfo(np.float32).max:
-                raise ExampleError(f"NaN/inf: column {col!r} is {v!r}; send null for a missing value", (col,))
+            try:
+                number = float(v)
+            except OverflowError:  # an integer beyond float64 (JSON integers have no size limit)
+                number = math.inf
+            if not math.isfinite(number) or abs(number) > FLOAT32_MAX:
+                raise ExampleError(f"NaN/inf: column {col!r} is {str(v)[:40]} (beyond float32); send null for a "
+                                   f"missing value", (col,))
         for col in categorical:
             v = value[col]
             if v is not None and (isinstance(v, (bool, list, dict))):
@@ -491,6 +532,9 @@ class TextCodec(Codec):
     def schema(self) -> dict[str, Any]:
         return {"input_kind": self.kind, "input_shape": None, "dtype": "string",
                 "max_length": self.info.get("max_length")}
+
+    def example_schema(self) -> dict[str, Any]:
+        return {"type": "string", "description": f"at most {self.info.get('max_length')} tokens"}
 
     def example_from_json(self, value: Any) -> Any:
         """A string of at most ``max_length`` tokens."""

@@ -135,7 +135,7 @@ def psi(reference: dict[str, Any], values: Iterable[Any]) -> float:
     p = np.maximum(np.asarray(reference["p"], dtype=np.float64), EPS)
     if reference["kind"] == "categorical":
         index = {label: k for k, label in enumerate(reference["labels"])}
-        codes = np.array([index.get(str(v), -1) for v in values])
+        codes = np.array([index.get(str(v), -1) for v in values], dtype=np.int64)  # int64 also when empty
         codes = codes[codes >= 0]
         counts = np.bincount(codes, minlength=len(p)).astype(np.float64)
     else:

@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from ..api import load_run
 from ..data.codecs import ExampleError, codec_for
@@ -136,6 +136,21 @@ class PredictResponse(BaseModel):
     (``{"class", "label", "probability", "probabilities"}``, ``{"value"}`` or ``{"values"}``)."""
 
     predictions: list[dict[str, Any]]
+
+
+class ErrorResponse(BaseModel):
+    """A refused request: one line saying what was wrong (401 key, 413 body size, 400 malformed upload, 503 not
+    ready). Refused examples answer 422 with FastAPI's ``{"detail": [{"loc", "msg", "type"}]}``."""
+
+    detail: str
+
+
+def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """The error answers an operation may give, for its OpenAPI entry (clients and schema fuzzers read them)."""
+    said = {400: "malformed request body (bytes that are not JSON text, broken multipart data)", 401: "no or a wrong API key",
+            413: "request body over the server's limit (--max-body-mb)",
+            503: "the server is starting or shutting down"}
+    return {code: {"model": ErrorResponse, "description": said[code]} for code in codes}
 
 
 def _error(loc: tuple[Any, ...], msg: str, kind: str = "value_error") -> dict[str, Any]:
@@ -346,7 +361,7 @@ def create_app(path: str | Path, backend: str = "torch", max_batch: int = 32, ma
     _require_extra()
     from fastapi import FastAPI, File, HTTPException, Request, UploadFile
     from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import FileResponse, JSONResponse, Response
+    from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
     from fastapi.staticfiles import StaticFiles
 
     for name, value, low in (("max_batch", max_batch, 1), ("max_wait_ms", max_wait_ms, 0),
@@ -420,13 +435,22 @@ def create_app(path: str | Path, backend: str = "torch", max_batch: int = 32, ma
             state.log.write(json.dumps({"time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
                                         "inputs": inputs, "predictions": result["predictions"]}) + "\n")
 
-    @app.post("/v1/predict", summary="answer examples (JSON)", response_model=PredictResponse)
-    async def predict(request: PredictRequest) -> Response:
+    # the body's schema states what this run takes (the codec's example schema) and the batch bounds; the
+    # handler enforces both itself, so refusals keep their one-line messages
+    Body = create_model("PredictRequest", __base__=PredictRequest, __doc__=PredictRequest.__doc__,
+                        inputs=(list[Any], Field(..., description=PredictRequest.model_fields["inputs"].description,
+                                                 json_schema_extra={"items": model.codec.example_schema(),
+                                                                    "minItems": 1, "maxItems": max_batch})))
+
+    @app.post("/v1/predict", summary="answer examples (JSON)", response_model=PredictResponse,
+              responses=_responses(400, 401, 413, 503))
+    async def predict(request: Body) -> Response:  # type: ignore[valid-type]
         result = await answer(request.inputs, ("body", "inputs"))
         record(request.inputs, result)
         return JSONResponse(result)  # the rows are JSON-ready already: no second validation pass
 
-    @app.post("/v1/predict/file", summary="answer an uploaded file (image, .npy, CSV of rows, text lines)")
+    @app.post("/v1/predict/file", summary="answer an uploaded file (image, .npy, CSV of rows, text lines)",
+              response_model=PredictResponse, responses=_responses(400, 401, 413, 503))
     async def predict_file(file: UploadFile = File(...)) -> dict[str, Any]:
         data = await file.read()
         name = file.filename or "upload"
@@ -441,7 +465,7 @@ def create_app(path: str | Path, backend: str = "torch", max_batch: int = 32, ma
         record([np.asarray(e).tolist() if isinstance(e, np.ndarray) else e for e in examples], result)
         return result
 
-    @app.get("/v1/model", summary="what the model takes and answers")
+    @app.get("/v1/model", summary="what the model takes and answers", responses=_responses(401))
     async def describe() -> dict[str, Any]:
         return model.describe(max_batch=max_batch, max_body_bytes=state.max_body, auth=bool(state.api_key),
                               drift=state.drift is not None)
@@ -450,13 +474,14 @@ def create_app(path: str | Path, backend: str = "torch", max_batch: int = 32, ma
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="readiness: the model is loaded and the batching worker runs")
+    @app.get("/readyz", summary="readiness: the model is loaded and the batching worker runs",
+             responses={503: {"description": "not ready: {\"status\": \"not ready\"}"}})
     async def readyz() -> Any:
         if state.ready:
             return {"status": "ready"}
         return JSONResponse({"status": "not ready"}, status_code=503)
 
-    @app.get("/metrics", summary="Prometheus metrics")
+    @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     async def metrics() -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 

@@ -39,6 +39,8 @@ HARMLESS = {
     "trainer.threads": "the CPU thread count",
     "trainer.device": "the device",
     "trainer.grad_norms": "gradient-norm logging",
+    "trainer.mlflow": "MLflow tracking",
+    "trainer.mlflow_uri": "the MLflow store",
     "data.root": "where the data is read from",
     "data.download": "whether missing data is downloaded",
     "description": "the description",

@@ -106,6 +106,10 @@ class Trainer:
             out.append(cbs.JSONLLogger(layout.metrics_path))
             if c.tensorboard:
                 out.append(cbs.TensorBoardLogger(layout.tensorboard))
+            if c.mlflow:
+                from .tracking import MLflowLogger  # the track extra, imported only when asked for
+
+                out.append(MLflowLogger(layout.path, c.mlflow_uri))
             out.append(cbs.Checkpoint(layout.checkpoints, c.monitor, c.mode, c.checkpoint_every_steps))
         return out
 
