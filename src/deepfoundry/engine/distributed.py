@@ -190,10 +190,16 @@ class Distributed:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         return model
 
-    def wrap(self, model: nn.Module) -> nn.Module:
-        """After the optimizer is built: the module the task calls (DDP's wrapper; FSDP's model is its own)."""
+    def wrap_step(self, task: nn.Module) -> Any:
+        """After the optimizer is built: what the Trainer calls for ``task.training_step(batch)``.
+
+        DDP wraps the training step, not the model: its forward is ``task.training_step``, so the gradient hooks
+        are armed however the task uses its model (a VAE calls ``encode``/``decode``, not ``forward``), and the
+        task's ``model`` stays the plain module (attributes, evaluation and saving as in one process). Rank 0's
+        buffers (BatchNorm statistics) are broadcast at every step, as DDP does. FSDP's sharded model is
+        called as it is."""
         if self.mode == "fsdp":
-            return model
+            return task.training_step
         import warnings
 
         from torch.nn.parallel import DistributedDataParallel
@@ -202,7 +208,8 @@ class Distributed:
         # gradient's in that dimension only; DDP copies it either way, so its performance warning is noise here
         warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return DistributedDataParallel(model, device_ids=ids)
+        # parameters a step leaves unused (a conditional branch) get a zero gradient instead of stalling DDP
+        return DistributedDataParallel(_TrainingStep(task), device_ids=ids, find_unused_parameters=True)
 
     def model_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """The full (unsharded) state dict on the CPU: FSDP gathers it (every rank must call; rank 0 receives
@@ -239,6 +246,17 @@ class Distributed:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
         set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
+
+class _TrainingStep(nn.Module):
+    """``forward(batch) = task.training_step(batch)``: the module DDP wraps."""
+
+    def __init__(self, task: nn.Module) -> None:
+        super().__init__()
+        self.task = task
+
+    def forward(self, batch: Any) -> torch.Tensor:
+        return self.task.training_step(batch)
 
 
 def from_env(mode: str = "ddp") -> Distributed | None:

@@ -156,8 +156,7 @@ class Trainer:
             self.schedule = build_scheduler(self.optim_config, self.optimizers["main"], steps, self.epochs)
         if c.precision == "fp16" and self.device.type == "cuda":
             self.scaler = torch.amp.GradScaler("cuda")
-        if self.dist is not None:
-            task.model = self.dist.wrap(task.model)
+        self._training_step = task.training_step if self.dist is None else self.dist.wrap_step(task)
         if c.compile:
             task.model = torch.compile(task.model)
         self.steps_per_epoch_batches = len(data.train)
@@ -246,7 +245,7 @@ class Trainer:
                         self._stop_on_signal()
             finally:
                 torch.set_num_threads(self._threads_before)
-                if self.config.compile or self.dist is not None:
+                if self.config.compile:
                     task.model = self.unwrapped_model
                 if self.privacy is not None:
                     self.privacy.detach(task)
@@ -280,6 +279,7 @@ class Trainer:
         move = self.device.type != "cpu" or c.channels_last  # CPU tensors need no copy
         augment = getattr(loader, "batch_transform", None)  # data.augment: training batches only, on the device
         stop, guard, dist = self.stop_signal, self.divergence, self.dist
+        training_step = self._training_step if dist is not None else task.training_step  # DDP: its wrapped step
         stopping = False  # under torchrun: a signal on any rank, agreed with this step's loss
         for batch in loader.epoch_batches(self.epoch, skip=self.batch_in_epoch):
             if move:
@@ -287,7 +287,7 @@ class Trainer:
             if augment is not None:
                 batch = augment(batch, epoch=self.epoch, index=self.batch_in_epoch)
             with self.autocast():
-                loss = task.training_step(batch)
+                loss = training_step(batch)
             if dist is not None:  # this rank's share n_r of the batch's n samples (engine/distributed.py)
                 value, stopping, loss = self._distributed_loss(loss, loader.share, bool(stop.signum))
                 self._loss_sum += value
@@ -418,16 +418,10 @@ class Trainer:
         was_training = task.training
         task.eval()
         task.reset_metrics()
-        wrapped = task.model
-        if self.dist is not None and self.dist.mode == "ddp":  # every rank evaluates the whole split on its replica
-            task.model = self.unwrapped_model
-        try:
-            with torch.inference_mode():
-                for batch in loader:
-                    with self.autocast():
-                        task.evaluation_step(self._to_device(batch))
-        finally:
-            task.model = wrapped
+        with torch.inference_mode():  # under torchrun every rank evaluates the whole split (the same metrics)
+            for batch in loader:
+                with self.autocast():
+                    task.evaluation_step(self._to_device(batch))
         metrics = task.compute_metrics()
         task.train(was_training)
         return metrics
