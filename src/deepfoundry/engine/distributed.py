@@ -218,6 +218,7 @@ class Distributed:
             return model.state_dict()
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
+        _reshard(model)
         return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
     def optimizer_state(self, model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
@@ -236,6 +237,7 @@ class Distributed:
             return
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
+        _reshard(model)
         options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=from_rank0)
         set_model_state_dict(model, state if self.is_main or not from_rank0 else {}, options=options)
 
@@ -246,6 +248,16 @@ class Distributed:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
         set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
+
+def _reshard(model: nn.Module) -> None:
+    """Put every FSDP module back in its sharded state (a task that calls its model's methods other than
+    ``forward``, e.g. a VAE's ``encode``/``decode``, can leave the root's parameters gathered)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
 
 
 class _TrainingStep(nn.Module):
