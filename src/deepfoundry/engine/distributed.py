@@ -208,8 +208,9 @@ class Distributed:
         # gradient's in that dimension only; DDP copies it either way, so its performance warning is noise here
         warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
         ids = [self.device.index] if self.device.type == "cuda" else None
-        # parameters a step leaves unused (a conditional branch) get a zero gradient instead of stalling DDP
-        return DistributedDataParallel(_TrainingStep(task), device_ids=ids, find_unused_parameters=True)
+        # static_graph: parameters the step leaves unused (the same ones every step) are found once, at the first
+        # step, instead of stalling DDP or costing a traversal of the graph at every step
+        return DistributedDataParallel(_TrainingStep(task), device_ids=ids, static_graph=True)
 
     def model_state(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """The full (unsharded) state dict on the CPU: FSDP gathers it (every rank must call; rank 0 receives
