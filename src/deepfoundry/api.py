@@ -25,7 +25,7 @@ from .config import RunConfig, apply_overrides, load_config, read_yaml, validate
 from .data import DataBundle, build_data
 from .data.core import CONTEXT_KEYS, model_context  # noqa: F401  (re-exported: deepfoundry.api.model_context)
 from .engine.checkpoint import load_resume_state, load_weights, previous_path
-from .engine.distributed import Distributed, check_batch_size, from_env
+from .engine.distributed import Distributed, check_batch_size, from_env, is_secondary
 from .engine.ownership import check_new_run, check_out, claim, resume_changes
 from .engine.rundir import RunDirectory, read_jsonl
 from .engine.seeding import seed_everything
@@ -83,7 +83,7 @@ def _train(recipe: str | Path | RunConfig | None, overrides: dict[str, Any] | li
         cfg = validate(apply_overrides(read_yaml(run_dir / "config.yaml"), overrides))
         given = None if recipe is None else recipe if isinstance(recipe, RunConfig) else load_config(recipe)
         ckpt, _, warning = load_resume_state(ckpt)  # read (and check) it before any work starts
-        if warning:  # a damaged last.safetensors: the run continues from previous.safetensors
+        if warning and not is_secondary():  # a damaged last.safetensors: the run continues from previous.safetensors
             print(f"warning: {warning}", file=sys.stderr)
         changes = resume_changes(saved, cfg, ckpt, given)
         if isinstance(ckpt.get("trainer"), dict):  # checkpoints from before base_lr was recorded
