@@ -8,8 +8,10 @@
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -23,6 +25,7 @@ from .config import RunConfig, apply_overrides, load_config, read_yaml, validate
 from .data import DataBundle, build_data
 from .data.core import CONTEXT_KEYS, model_context  # noqa: F401  (re-exported: deepfoundry.api.model_context)
 from .engine.checkpoint import load_resume_state, load_weights, previous_path
+from .engine.distributed import Distributed, check_batch_size, from_env, is_secondary
 from .engine.ownership import check_new_run, check_out, claim, resume_changes
 from .engine.rundir import RunDirectory, read_jsonl
 from .engine.seeding import seed_everything
@@ -51,6 +54,10 @@ def train(recipe: str | Path | RunConfig | None, overrides: dict[str, Any] | lis
     learning rate from the checkpoint on, where logs go; see :func:`deepfoundry.engine.ownership.resume_changes`).
     The run directory is locked (``RUN/.lock``) while it trains, and ends with ``report.html`` and
     ``model_card.md`` unless ``trainer.report`` is false.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) every process calls ``train`` alike: they train one model data-parallel
+    (``trainer.distributed``: ddp or fsdp; docs/distributed.md), rank 0 writes the run directory, and the other
+    ranks return the same :class:`Run` where they can read that directory (one machine), else ``None``.
     """
     threads = torch.get_num_threads()
     try:  # a recipe's trainer.threads applies to this run only, not to the rest of the process
@@ -76,7 +83,7 @@ def _train(recipe: str | Path | RunConfig | None, overrides: dict[str, Any] | li
         cfg = validate(apply_overrides(read_yaml(run_dir / "config.yaml"), overrides))
         given = None if recipe is None else recipe if isinstance(recipe, RunConfig) else load_config(recipe)
         ckpt, _, warning = load_resume_state(ckpt)  # read (and check) it before any work starts
-        if warning:  # a damaged last.safetensors: the run continues from previous.safetensors
+        if warning and not is_secondary():  # a damaged last.safetensors: the run continues from previous.safetensors
             print(f"warning: {warning}", file=sys.stderr)
         changes = resume_changes(saved, cfg, ckpt, given)
         if isinstance(ckpt.get("trainer"), dict):  # checkpoints from before base_lr was recorded
@@ -90,7 +97,6 @@ def _train(recipe: str | Path | RunConfig | None, overrides: dict[str, Any] | li
         ckpt = None
     for registry in (DATASETS, MODELS, TASKS):  # import every family before seeding: some imports draw from
         registry.load()                          # Python's global RNG (sklearn.preprocessing), so a fresh process
-    rundir = RunDirectory(run_dir)               # and a warm one must reach seed_everything in the same state
     own_loop = getattr(TASKS.get(cfg.task.name), "own_loop", None)  # a family with its own loop (DQN)
     if own_loop is not None and cfg.privacy.enabled:
         raise DeepfoundryError(f"privacy (DP-SGD) cannot train task {cfg.task.name!r}: it runs its own loop "
@@ -98,30 +104,71 @@ def _train(recipe: str | Path | RunConfig | None, overrides: dict[str, Any] | li
     if own_loop is not None and cfg.trainer.mlflow:
         raise DeepfoundryError(f"trainer.mlflow cannot track task {cfg.task.name!r}: it runs its own loop "
                                f"(reinforcement learning), which logs metrics.jsonl only; drop trainer.mlflow")
-    # SIGTERM/SIGINT from here on: the training loops stop at a step boundary with a checkpoint; outside
-    # them (loading data, the final evaluation, saving) the run stops at the next phase boundary
-    with claim(run_dir), graceful_stop() as stop:
-        if resume is None:
-            check_new_run(run_dir, overwrite)
-        elif changes:
-            _record_resume(rundir, ckpt, changes)
-        if own_loop is not None:
-            own_loop(cfg, rundir, ckpt)
-        else:
-            _fit(cfg, rundir, ckpt, callbacks, show_loop, stop)
-        _stop_if_signalled(stop, rundir, "after training, before the report")
-        run = Run(rundir.path)
-        if cfg.trainer.report:
-            from .report import write_report
-            from .responsible.model_card import write_model_card
+    dist = _join_torchrun(cfg, own_loop)
+    if dist is not None:  # one run directory for all ranks: rank 0's (a default name holds a timestamp)
+        run_dir = Path(dist.broadcast_text(str(run_dir)))
+    rundir = RunDirectory(run_dir)               # and a warm one must reach seed_everything in the same state
+    main = dist is None or dist.is_main
+    try:
+        # SIGTERM/SIGINT from here on: the training loops stop at a step boundary with a checkpoint; outside
+        # them (loading data, the final evaluation, saving) the run stops at the next phase boundary
+        with contextlib.ExitStack() as stack:
+            refused = None
+            try:  # rank 0 alone owns (locks) the run directory; the other ranks hear whether it could
+                if main:
+                    stack.enter_context(claim(run_dir))
+                    if resume is None:
+                        check_new_run(run_dir, overwrite)
+            except DeepfoundryError as exc:
+                refused = exc
+            if dist is not None and dist.agree(refused is not None) and refused is None:
+                raise DeepfoundryError(f"rank 0 cannot write the run directory '{run_dir}'")
+            if refused is not None:
+                raise refused
+            stop = stack.enter_context(graceful_stop())
+            if resume is not None and changes and main:
+                _record_resume(rundir, ckpt, changes)
+            if own_loop is not None:
+                own_loop(cfg, rundir, ckpt)
+            else:
+                _fit(cfg, rundir, ckpt, callbacks, show_loop, stop, dist)
+            _stop_if_signalled(stop, rundir, "after training, before the report")
+            if main:
+                run = Run(rundir.path)
+                if cfg.trainer.report:
+                    from .report import write_report
+                    from .responsible.model_card import write_model_card
 
-            write_report(run)
-            write_model_card(run)
-        if cfg.trainer.mlflow:  # the saved run directory, report included, as the MLflow run's artifacts
-            from .engine.tracking import log_run_directory
+                    write_report(run)
+                    write_model_card(run)
+                if cfg.trainer.mlflow:  # the saved run directory, report included, as the MLflow run's artifacts
+                    from .engine.tracking import log_run_directory
 
-            log_run_directory(rundir.path)
-    return run
+                    log_run_directory(rundir.path)
+        if dist is not None:
+            dist.barrier()  # the run directory is complete for every rank
+            if not main:
+                return Run(rundir.path) if (rundir.path / "model.json").is_file() else None  # type: ignore[return-value]
+        return run
+    finally:
+        if dist is not None:
+            dist.close()
+
+
+def _join_torchrun(cfg: RunConfig, own_loop: Any) -> Distributed | None:
+    """Under torchrun: check that the run can train data-parallel (one line, on every rank, before any
+    process waits for another), then join the process group. ``None`` for a single process."""
+    dist = from_env(cfg.trainer.distributed)
+    if dist is None:
+        return None
+    if own_loop is not None:
+        raise DeepfoundryError(f"task {cfg.task.name!r} runs its own loop (reinforcement learning) and cannot train "
+                               "under torchrun; train it in one process")
+    if cfg.privacy.enabled:
+        raise DeepfoundryError("privacy (DP-SGD) cannot train under torchrun (its Poisson sampling and accountant "
+                               "assume one process); train it in one process")
+    check_batch_size(cfg.data.batch_size, dist.world_size)
+    return dist.init(cfg.trainer.device)
 
 
 def _record_resume(rundir: RunDirectory, state: dict[str, Any], changes: list[str]) -> None:
@@ -145,7 +192,7 @@ def _stop_if_signalled(stop: StopFlag, rundir: RunDirectory, phase: str) -> None
 
 
 def _fit(cfg: RunConfig, rundir: RunDirectory, ckpt: dict[str, Any] | None, callbacks: list[Any] | None,
-         show_loop: bool, stop: StopFlag) -> None:
+         show_loop: bool, stop: StopFlag, dist: Distributed | None = None) -> None:
     """The Trainer's families: data, model and task from the config, fitted, evaluated and saved."""
     seed_everything(cfg.seed)
     data = build_data(cfg.data, seed=cfg.seed)
@@ -171,11 +218,14 @@ def _fit(cfg: RunConfig, rundir: RunDirectory, ckpt: dict[str, Any] | None, call
     clip = getattr(model, "default_grad_clip", None)
     if cfg.trainer.grad_clip is None and clip:  # recurrent models clip by default (exploding gradients)
         cfg = cfg.model_copy(update={"trainer": cfg.trainer.model_copy(update={"grad_clip": float(clip)})})
-    trainer = Trainer(cfg.trainer, cfg.optim, run_dir=rundir.path, callbacks=callbacks, privacy=privacy)
+    trainer = Trainer(cfg.trainer, cfg.optim, run_dir=rundir.path, callbacks=callbacks, privacy=privacy,
+                      distributed=dist)
     console = trainer.progress.console
+    main = trainer.is_main
     if show_loop:
         console.print(trainer.describe_loop(), highlight=False)
-    rundir.start(cfg)
+    if main:
+        rundir.start(cfg)
     note = data.info.get("split_note")
     if note:
         console.print(note, highlight=False)
@@ -188,18 +238,32 @@ def _fit(cfg: RunConfig, rundir: RunDirectory, ckpt: dict[str, Any] | None, call
     val = trainer.evaluate(data.val) if data.val.num_samples else {}
     test = trainer.evaluate(data.test) if data.test.num_samples else {}
     _stop_if_signalled(stop, rundir, "during the final evaluation")
+    world = dist.world_size if dist is not None else 1
+    weights = trainer.model_state() if dist is not None else None  # FSDP: gathered to rank 0 (every rank calls)
+    finish = getattr(task, "on_train_end", None)  # task-specific outputs (language models: samples.txt)
+    sharded = dist is not None and dist.mode == "fsdp"  # a sharded model runs forward on every rank together
+    if not main:
+        if sharded and callable(finish):
+            with tempfile.TemporaryDirectory() as scratch:  # the other ranks' part of rank 0's samples
+                finish(Path(scratch))
+        return
     rundir.save_model(trainer.unwrapped_model, name=cfg.model.name, kwargs=cfg.model.builder_kwargs(),
-                      context=context, task=cfg.task.name, task_kwargs=cfg.task.builder_kwargs(), info=data.info)
-    flops = trainer.step_flops(data.train)  # for the model card's training compute
+                      context=context, task=cfg.task.name, task_kwargs=cfg.task.builder_kwargs(), info=data.info,
+                      state=weights)
+    flops = None if sharded else trainer.step_flops(data.train)  # for the model card's training compute
+    if flops is not None:
+        flops *= world  # measured on this rank's share of a batch: the global batch is world_size shares
     batches = trainer.epoch * len(data.train) + trainer.batch_in_epoch
     results = {"val": val, "test": test, "seconds": seconds, "train_seconds": trainer.elapsed,
                "epochs_run": trainer.epoch, "stop_reason": trainer.stop_reason, "device": str(trainer.device),
+               "world_size": world,
                "compute": {"flops_per_batch": flops, "batches": batches,
                            "train_flops": flops * batches if flops is not None else None}}
+    if dist is not None:
+        results["distributed"] = dist.mode
     if privacy is not None:
         results["privacy"] = privacy.summary()
     rundir.save_results(results)
-    finish = getattr(task, "on_train_end", None)  # task-specific outputs (language models: samples.txt)
     if callable(finish):
         finish(rundir.path)
 

@@ -98,6 +98,10 @@ def train(
     if no_report:
         flat["trainer.report"] = False
     run = train_run(recipe, overrides=flat, out=out, resume=resume, show_loop=show_loop, overwrite=overwrite)
+    from .engine.distributed import is_secondary
+
+    if run is None or is_secondary():  # torchrun: rank 0 alone prints (docs/distributed.md)
+        return
     results = run.results
     print(f"run directory: {run.path}")
     test = results.get("test") or results.get("eval", {})  # RL runs report their greedy evaluation
@@ -109,7 +113,7 @@ def train(
               f"{p['noise_multiplier']:.3f}, max_grad_norm {p['max_grad_norm']:g}, Poisson rate {p['sample_rate']:.4f})")
     if as_json:
         summary_json = {"run": str(run.path), "test": _scalars(test), "val": _scalars(results.get("val", {})),
-                        "seconds": round(results.get("seconds", 0.0), 3)}
+                        "seconds": round(results.get("seconds", 0.0), 3), "world_size": results.get("world_size", 1)}
         if results.get("privacy"):  # DP-SGD runs: the budget spent (docs/privacy.md)
             summary_json["privacy"] = results["privacy"]
         _echo_json(summary_json)
@@ -600,6 +604,13 @@ def federate(
         _echo_json(summary_json)
 
 
+def _quiet_rank() -> bool:
+    """A torchrun worker other than rank 0: its messages would repeat rank 0's."""
+    from .engine.distributed import is_secondary
+
+    return is_secondary()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the app and turns user errors into one ``error:`` line and exit code 2.
 
@@ -619,12 +630,14 @@ def main(argv: list[str] | None = None) -> None:
         except Stopped as exc:
             if debug:
                 raise
-            print(exc, file=sys.stderr)
+            if not _quiet_rank():
+                print(exc, file=sys.stderr)
             sys.exit(exc.exit_code)
         except DeepfoundryError as exc:
             if debug:
                 raise
-            print(f"error: {exc}", file=sys.stderr)
+            if not _quiet_rank():  # under torchrun every rank meets the same bad input; rank 0 says it once
+                print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
         except SystemExit as exc:
             if received.signum or exc.code == 130:  # typer turns a KeyboardInterrupt into a silent exit 130

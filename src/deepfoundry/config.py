@@ -137,6 +137,8 @@ class TrainerConfig(_Strict):
     report: bool = Field(True, description="write report.html and model_card.md into the run directory at the end")
     deterministic: bool = Field(False, description="torch.use_deterministic_algorithms(True)")
     threads: int | None = Field(None, gt=0, description="CPU threads for torch (default: torch's choice)")
+    distributed: Literal["ddp", "fsdp"] = Field("ddp", description="under torchrun: DistributedDataParallel or "
+                                                                   "FSDP (fully_shard) (docs/distributed.md)")
 
     @model_validator(mode="before")
     @classmethod

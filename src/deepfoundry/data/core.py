@@ -27,7 +27,35 @@ class Splits:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-class ArrayLoader:
+class Shardable:
+    """Per-process shares of every batch for a torchrun job (``torch.utils.data.DistributedSampler``
+    semantics, one batch at a time): after ``shard(rank, world)``, batch ``i`` of the global order (the same
+    seeded permutation on every rank) is cut into ``world`` contiguous parts whose sizes differ by at most one
+    and this loader yields part ``rank``. ``share`` is ``(n_r, n)`` for the batch just yielded: this rank's
+    count of loss terms and the batch's, from which the Trainer weights the rank's loss so that the averaged
+    gradient is the single-process one (engine/distributed.py). A part that would be empty (a last batch
+    smaller than ``world``) is one sample of the batch with ``n_r = 0``: it takes part in the step and adds
+    nothing. ``len(loader)`` stays the number of global batches, the same on every rank."""
+
+    rank, world = 0, 1
+    share: tuple[int, int] = (1, 1)
+
+    def shard(self, rank: int, world: int) -> None:
+        if not 0 <= rank < world:
+            raise DeepfoundryError(f"rank {rank} is outside 0..{world - 1}")
+        self.rank, self.world = rank, world
+
+    def _part(self, lo: int, hi: int) -> tuple[int, int]:
+        """This rank's positions ``[a, b)`` of the batch at positions ``[lo, hi)``; sets ``share``."""
+        n = hi - lo
+        q, r = divmod(n, self.world)
+        a = lo + self.rank * q + min(self.rank, r)
+        b = a + q + (1 if self.rank < r else 0)
+        self.share = (b - a, n)
+        return (a, b) if b > a else (lo, lo + 1)
+
+
+class ArrayLoader(Shardable):
     """Batches of in-memory tensors, without per-sample collation.
 
     Each epoch permutes the whole data set once (one gather) and yields contiguous slices, which is
@@ -84,6 +112,11 @@ class ArrayLoader:
             x, y = x[perm], y[perm]
             w = w[perm] if w is not None else None
         bs = self.batch_size
+        if self.world > 1:  # torchrun: this rank's part of every batch (Shardable)
+            for i in range(skip, len(self)):
+                a, b = self._part(i * bs, min((i + 1) * bs, len(x)))
+                yield (x[a:b], y[a:b]) if w is None else (x[a:b], y[a:b], w[a:b])
+            return
         for i in range(skip, len(self)):
             if w is None:
                 yield x[i * bs:(i + 1) * bs], y[i * bs:(i + 1) * bs]

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Iterator
 import torch
 
 from ..errors import DeepfoundryError
+from .core import Shardable
 from .graph_sets import segment_positions
 
 if TYPE_CHECKING:
@@ -101,7 +102,7 @@ def gather_rows(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
                                    check_invariants=False)
 
 
-class NeighborLoader:
+class NeighborLoader(Shardable):
     """Mini-batches of ``batch_size`` seed nodes of one split with their sampled neighbourhoods,
     following ArrayLoader's protocol. The seeds' order of epoch ``e`` and the sampling of batch ``i``
     come from generators seeded with ``(seed, e, i)``, so ``epoch_batches(e, skip)`` replays an
@@ -131,7 +132,8 @@ class NeighborLoader:
             seeds = seeds[torch.randperm(len(seeds), generator=torch.Generator().manual_seed(base + epoch))]
         bs, g = self.batch_size, self.graph
         for i in range(skip, len(self)):
-            batch_seeds = seeds[i * bs:(i + 1) * bs]
+            a, b = (i * bs, (i + 1) * bs) if self.world == 1 else self._part(i * bs, min((i + 1) * bs, len(seeds)))
+            batch_seeds = seeds[a:b]  # under torchrun: this rank's seeds, each rank sampling their neighbourhoods
             gen = torch.Generator().manual_seed((base + epoch) * 100_003 + i + 1)
             n_id, edge_index = self.sampler.sample(batch_seeds, gen)
             mask = torch.zeros(len(n_id), dtype=torch.bool)

@@ -40,7 +40,7 @@ from ..errors import DeepfoundryError
 from ..nn.graph import clean_edges
 from ..registry import DATASETS
 from ..splits import stratified_split_of_all
-from .core import DataBundle
+from .core import DataBundle, Shardable
 from .graphs import DEFAULT_DATA_HOME
 
 TU_URL = "https://www.chrsmrrs.com/graphkerneldatasets"
@@ -117,7 +117,7 @@ class GraphSet:
         return self.x[a:b], self.edge_index[:, int(self.edge_ptr[g]):int(self.edge_ptr[g + 1])]
 
 
-class GraphSetLoader:
+class GraphSetLoader(Shardable):
     """Mini-batches of whole graphs from a :class:`GraphSet`, following ArrayLoader's protocol.
 
     ``index`` are the graphs of this split. With ``shuffle`` the order of epoch ``e`` comes from a
@@ -144,7 +144,8 @@ class GraphSetLoader:
             index = index[torch.randperm(len(index), generator=gen)]
         bs = self.batch_size
         for i in range(skip, len(self)):
-            yield self.graphs.batch(index[i * bs:(i + 1) * bs])
+            a, b = (i * bs, (i + 1) * bs) if self.world == 1 else self._part(i * bs, min((i + 1) * bs, len(index)))
+            yield self.graphs.batch(index[a:b])
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor | int]]:
         return self.epoch_batches(self.epoch)

@@ -39,7 +39,7 @@ from torch.nn.utils.rnn import pad_sequence
 from ..errors import DeepfoundryError
 from ..registry import DATASETS
 from ..splits import stratified_split
-from .core import DataBundle
+from .core import DataBundle, Shardable
 
 SPECIALS = ("<pad>", "<unk>", "<bos>", "<eos>")
 PAD, UNK, BOS, EOS = range(4)
@@ -242,7 +242,7 @@ def read_text_file(path: str | Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- loaders
-class LMWindowLoader:
+class LMWindowLoader(Shardable):
     """Windows of a token stream for next-token prediction: batches ``(x, y)`` of shape (B, T), ``y = x`` shifted by one.
 
     Training (``shuffle=True``): each epoch starts the windows at a random offset in ``[0, T)`` and visits
@@ -279,7 +279,8 @@ class LMWindowLoader:
         if self.shuffle:  # full windows: one gather per batch
             steps = torch.arange(t + 1)
             for i in range(skip, len(self)):
-                w = self.ids[starts[i * bs:(i + 1) * bs, None] + steps]  # (B, T+1)
+                a, b = (i * bs, (i + 1) * bs) if self.world == 1 else self._part(i * bs, min((i + 1) * bs, len(starts)))
+                w = self.ids[starts[a:b, None] + steps]  # (B, T+1): every window has T targets
                 yield w[:, :-1], w[:, 1:]
             return
         for i in range(skip, len(self)):
@@ -294,7 +295,7 @@ class LMWindowLoader:
         return self.epoch_batches(self.epoch)
 
 
-class PaddedTextLoader:
+class PaddedTextLoader(Shardable):
     """Variable-length token sequences with labels: batches ``((tokens (B, L), lengths (B,)), labels (B,))``.
 
     Each batch is padded with ``<pad>`` to its longest sequence; the recurrent models pack it with
@@ -336,7 +337,8 @@ class PaddedTextLoader:
             order = torch.randperm(len(self.seqs), generator=torch.Generator().manual_seed(self.seed * 1_000_003 + epoch))
         bs = self.batch_size
         for i in range(skip, len(self)):
-            idx = order[i * bs:(i + 1) * bs].tolist()
+            a, b = (i * bs, (i + 1) * bs) if self.world == 1 else self._part(i * bs, min((i + 1) * bs, len(order)))
+            idx = order[a:b].tolist()
             yield collate([self._sequence(j, epoch) for j in idx]), self.labels[idx]
 
     def __iter__(self) -> Iterator[tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor]]:

@@ -43,7 +43,7 @@ import torch
 from ..errors import DeepfoundryError
 from ..registry import DATASETS
 from ..splits import permutation_split
-from .core import DataBundle
+from .core import DataBundle, Shardable
 from .text import BOS, EOS, PAD, Tokenizer, fit_tokenizer, tokenizer_from_json
 
 MULTI30K_URL = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw/"
@@ -132,8 +132,9 @@ def _pad(seqs: list[list[int]]) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- loader
-class TranslationLoader:
-    """Length-bucketed batches of about ``max_tokens`` padded tokens (see the module docstring)."""
+class TranslationLoader(Shardable):
+    """Length-bucketed batches of about ``max_tokens`` padded tokens (see the module docstring). Under torchrun
+    each rank takes its part of every bucket; its ``share`` counts target tokens (the loss is their mean)."""
 
     def __init__(self, src_ids: list[list[int]], tgt_ids: list[list[int]], sources: list[str], references: list[str],
                  max_tokens: int, shuffle: bool = False, seed: int = 0, max_batch_size: int = 1024) -> None:
@@ -176,7 +177,13 @@ class TranslationLoader:
             order = torch.randperm(len(self.batches), generator=torch.Generator().manual_seed(
                 self.seed * 1_000_003 + epoch)).tolist()
         for k in list(order)[skip:]:
-            yield self.batch(self.batches[k])
+            idx = self.batches[k]
+            if self.world > 1:  # this rank's part of the bucket, weighted by its target tokens (with EOS)
+                a, b = self._part(0, len(idx))
+                local = sum(len(self.tgt_ids[i]) + 1 for i in idx[a:b]) if self.share[0] else 0
+                self.share = (local, sum(len(self.tgt_ids[i]) + 1 for i in idx))
+                idx = idx[a:b]
+            yield self.batch(idx)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return self.epoch_batches(self.epoch)

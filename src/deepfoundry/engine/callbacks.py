@@ -91,7 +91,7 @@ class EarlyStopping(Callback):
         if is_better(value, self.best, self.mode, self.min_delta):
             self.best, self.best_epoch, self.wait = value, record["epoch"], 0
             if self.restore_best:
-                self.best_weights = {k: v.detach().clone() for k, v in trainer.unwrapped_model.state_dict().items()}
+                self.best_weights = {k: v.detach().clone() for k, v in trainer.model_state().items()}
         else:
             self.wait += 1
             if self.wait >= self.patience:
@@ -101,7 +101,7 @@ class EarlyStopping(Callback):
 
     def on_fit_end(self, trainer: "Trainer") -> None:
         if self.restore_best and trainer.should_stop and self.best_weights is not None:
-            trainer.unwrapped_model.load_state_dict(self.best_weights)
+            trainer.load_model_state(self.best_weights)
             self.restored = True
             trainer.stop_reason = f"{trainer.stop_reason}; restored the weights of epoch {self.best_epoch}"
 
@@ -141,9 +141,7 @@ class Checkpoint(Callback):
         value = monitored(record, self.monitor)
         if is_better(value, self.best, self.mode):
             self.best, self.best_epoch = value, record["epoch"]
-            from .checkpoint import save_state
-            save_state(self.best_path, {"model": trainer.unwrapped_model.state_dict(),
-                                        "epoch": record["epoch"], self.monitor: value})
+            trainer.save_best(self.best_path, {"epoch": record["epoch"], self.monitor: value})
         trainer.save_checkpoint(self.last_path)
 
     def state_dict(self) -> dict[str, Any]:

@@ -271,10 +271,12 @@ def load_resume_state(path: str | Path) -> tuple[dict[str, Any], Path, str | Non
     return state, previous, f"{reason}; continuing from the previous checkpoint '{previous}'"
 
 
-def save_weights(path: str | Path, model: torch.nn.Module, metadata: dict[str, str] | None = None) -> None:
-    """A model's ``state_dict`` as plain safetensors (readable by any safetensors tool), with its checksum."""
+def save_weights(path: str | Path, model: torch.nn.Module, metadata: dict[str, str] | None = None,
+                 state: dict[str, torch.Tensor] | None = None) -> None:
+    """A model's ``state_dict`` (or ``state``, e.g. the full one FSDP gathered) as plain safetensors (readable
+    by any safetensors tool), with its checksum."""
     tensors: dict[str, torch.Tensor] = {}
-    flat = _flatten(model.state_dict(), "", tensors, set())
+    flat = _flatten(model.state_dict() if state is None else state, "", tensors, set())
     named = {k: tensors[v[_TENSOR]] for k, v in flat.items()}
     meta = dict(metadata or {})
     meta[CHECKSUM_KEY] = checksum(named, meta)

@@ -102,9 +102,11 @@ class RunDirectory:
             truncate_jsonl(self.metrics_path, resume_step)
 
     def save_model(self, model: nn.Module, *, name: str, kwargs: dict[str, Any], context: dict[str, Any],
-                   task: str, task_kwargs: dict[str, Any], info: dict[str, Any]) -> None:
-        """Final weights (``model.safetensors``) and what rebuilds the model (``model.json``)."""
-        save_weights(self.path / "model.safetensors", model, {"format": MODEL_FORMAT})
+                   task: str, task_kwargs: dict[str, Any], info: dict[str, Any],
+                   state: dict[str, Any] | None = None) -> None:
+        """Final weights (``model.safetensors``; ``state`` instead of ``model.state_dict()`` when given, e.g. the
+        full state FSDP gathered) and what rebuilds the model (``model.json``)."""
+        save_weights(self.path / "model.safetensors", model, {"format": MODEL_FORMAT}, state=state)
         write_json(self.path / "model.json", {
             "format": MODEL_FORMAT,
             "model": {"name": name, "kwargs": kwargs, "context": context},

@@ -23,6 +23,7 @@ from ..errors import DeepfoundryError
 from ..optim import Schedule, build_optimizer, build_scheduler, parameter_groups
 from . import callbacks as cbs
 from .contracts import Data, Loader, PrivacyHook, TrainableTask
+from .distributed import Distributed, check_loader
 from .rundir import RunDirectory
 from .checkpoint import load_resume_state, load_state, save_state
 from .divergence import DivergenceGuard
@@ -63,12 +64,15 @@ class Trainer:
 
     def __init__(self, config: TrainerConfig | None = None, optim: OptimConfig | None = None,
                  run_dir: str | Path | None = None, callbacks: list[cbs.Callback] | None = None,
-                 privacy: PrivacyHook | None = None) -> None:
+                 privacy: PrivacyHook | None = None, distributed: Distributed | None = None) -> None:
         self.config = config or TrainerConfig()
         self.privacy = privacy  # DP-SGD (responsible/privacy.py) or any PrivacyHook; None trains as usual
         self.optim_config = optim or OptimConfig()
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.device = resolve_device(self.config.device)
+        # torchrun (engine/distributed.py): this rank's share of every batch; rank 0 alone writes and prints
+        self.dist = distributed
+        self.is_main = distributed is None or distributed.is_main
+        self.device = distributed.device if distributed is not None else resolve_device(self.config.device)
         self.callbacks = self._default_callbacks() + list(callbacks or [])
         self.epochs = self.config.epochs
         self.accumulate = self.config.accumulate
@@ -94,7 +98,9 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     def _default_callbacks(self) -> list[cbs.Callback]:
         c = self.config
-        out: list[cbs.Callback] = [cbs.ProgressBar(enabled=c.progress)]
+        out: list[cbs.Callback] = [cbs.ProgressBar(enabled=c.progress and self.is_main)]
+        if not self.is_main:
+            out[0].console.quiet = True  # the other ranks of a torchrun job print nothing
         es = c.early_stopping
         if es.enabled:
             out.append(cbs.EarlyStopping(es.monitor or c.monitor, es.mode or c.mode, es.patience, es.min_delta,
@@ -103,13 +109,15 @@ class Trainer:
             out.append(cbs.GradientNorms(c.log_every_steps))
         if self.run_dir is not None:
             layout = RunDirectory(self.run_dir)
-            out.append(cbs.JSONLLogger(layout.metrics_path))
-            if c.tensorboard:
-                out.append(cbs.TensorBoardLogger(layout.tensorboard))
-            if c.mlflow:
-                from .tracking import MLflowLogger  # the track extra, imported only when asked for
+            if self.is_main:
+                out.append(cbs.JSONLLogger(layout.metrics_path))
+                if c.tensorboard:
+                    out.append(cbs.TensorBoardLogger(layout.tensorboard))
+                if c.mlflow:
+                    from .tracking import MLflowLogger  # the track extra, imported only when asked for
 
-                out.append(MLflowLogger(layout.path, c.mlflow_uri))
+                    out.append(MLflowLogger(layout.path, c.mlflow_uri))
+            # on every rank: the same best/last decisions (FSDP gathers the state on all ranks); rank 0 writes
             out.append(cbs.Checkpoint(layout.checkpoints, c.monitor, c.mode, c.checkpoint_every_steps))
         return out
 
@@ -134,6 +142,10 @@ class Trainer:
         if c.deterministic:
             torch.use_deterministic_algorithms(True)
         self.task = task.to(self.device)
+        if self.dist is not None:  # before the optimizer: FSDP shards the parameters it will step
+            self._check_distributed(task, data)
+            data.train.shard(self.dist.rank, self.dist.world_size)
+            task.model = self.dist.prepare(task.model)
         self.unwrapped_model = task.model
         if c.channels_last:
             task.model.to(memory_format=torch.channels_last)
@@ -148,6 +160,7 @@ class Trainer:
             self.schedule = build_scheduler(self.optim_config, self.optimizers["main"], steps, self.epochs)
         if c.precision == "fp16" and self.device.type == "cuda":
             self.scaler = torch.amp.GradScaler("cuda")
+        self._training_step = task.training_step if self.dist is None else self.dist.wrap_step(task)
         if c.compile:
             task.model = torch.compile(task.model)
         self.steps_per_epoch_batches = len(data.train)
@@ -158,6 +171,16 @@ class Trainer:
                 self.callbacks.append(cb)
         self._hooks = {h: [cb for cb in self.callbacks if cbs.overrides(cb, h)]
                        for h in ("on_after_backward", "on_train_batch_end")}
+
+    def _check_distributed(self, task: TrainableTask, data: Data) -> None:
+        """What a torchrun job cannot train, refused in one line on every rank before any step."""
+        if task.manual_optimization:
+            raise DeepfoundryError(f"{type(task).__name__} steps its own optimizers (e.g. a GAN's two) and cannot "
+                                   "train under torchrun; train it in one process")
+        if self.privacy is not None:
+            raise DeepfoundryError("privacy (DP-SGD) cannot train under torchrun (its Poisson sampling and accountant "
+                                   "assume one process); train it in one process")
+        check_loader(data.train, type(task).__name__)
 
     _NO_AUTOCAST = contextlib.nullcontext()  # reusable, so the fp32 hot path allocates nothing
 
@@ -196,7 +219,7 @@ class Trainer:
             for cb in self.callbacks:
                 cb.on_fit_start(self)
             try:
-                if self.stop_signal.signum:  # a signal while data and model were built: stop before any step
+                if self._stop_requested():  # a signal while data and model were built: stop before any step
                     self._stop_on_signal()
                 while self.epoch < self.epochs and not self.should_stop:
                     for cb in self.callbacks:
@@ -222,7 +245,7 @@ class Trainer:
                     self._loss_sum, self._loss_count = 0.0, 0
                     for cb in self.callbacks:
                         cb.on_epoch_end(self, record)
-                    if self.stop_signal.signum:  # a signal during validation: stop at this epoch's end
+                    if self._stop_requested():  # a signal during validation: stop at this epoch's end
                         self._stop_on_signal()
             finally:
                 torch.set_num_threads(self._threads_before)
@@ -235,9 +258,17 @@ class Trainer:
         stopped = next((cb for cb in self.callbacks if isinstance(cb, cbs.EarlyStopping) and cb.restored), None)
         if self.config.restore_best and stopped is None:  # early stopping already put its best weights back
             best = next((cb for cb in self.callbacks if isinstance(cb, cbs.Checkpoint)), None)
-            if best is not None and best.best_path.exists():
+            if self.dist is not None and best is not None and best.best is not None:  # rank 0 holds the file
+                self.load_model_state(load_state(best.best_path)["model"] if self.is_main else {})
+            elif best is not None and best.best_path.exists():
                 self.unwrapped_model.load_state_dict(load_state(best.best_path)["model"])
         return self.history
+
+    def _stop_requested(self) -> bool:
+        """A SIGTERM/SIGINT reached this process (under torchrun: any rank, so all stop at the same step)."""
+        if self.dist is None:
+            return bool(self.stop_signal.signum)
+        return self.dist.agree(bool(self.stop_signal.signum))
 
     def _train_epoch(self, loader: Loader) -> float:
         task, c = self.task, self.config
@@ -251,15 +282,20 @@ class Trainer:
         loss_sum_t = torch.zeros((), device=self.device)
         move = self.device.type != "cpu" or c.channels_last  # CPU tensors need no copy
         augment = getattr(loader, "batch_transform", None)  # data.augment: training batches only, on the device
-        stop, guard = self.stop_signal, self.divergence
+        stop, guard, dist = self.stop_signal, self.divergence, self.dist
+        training_step = self._training_step if dist is not None else task.training_step  # DDP: its wrapped step
+        stopping = False  # under torchrun: a signal on any rank, agreed with this step's loss
         for batch in loader.epoch_batches(self.epoch, skip=self.batch_in_epoch):
             if move:
                 batch = self._to_device(batch)
             if augment is not None:
                 batch = augment(batch, epoch=self.epoch, index=self.batch_in_epoch)
             with self.autocast():
-                loss = task.training_step(batch)
-            if on_cpu:  # reading the loss back is free on the CPU: check every step, before the update
+                loss = training_step(batch)
+            if dist is not None:  # this rank's share n_r of the batch's n samples (engine/distributed.py)
+                value, stopping, loss = self._distributed_loss(loss, loader.share, bool(stop.signum))
+                self._loss_sum += value
+            elif on_cpu:  # reading the loss back is free on the CPU: check every step, before the update
                 value = loss.item()
                 if not math.isfinite(value):
                     self._diverged(value)
@@ -299,14 +335,30 @@ class Trainer:
                 self.global_step += 1
             if self.global_step % c.log_every_steps == 0 and self.batch_in_epoch % self.accumulate == 0:
                 self.log({"kind": "step", "epoch": self.epoch + 1, "step": self.global_step,
-                          "train_loss": float(loss.detach()), "lr": self.current_lr()})
+                          "train_loss": float(loss.detach()) if dist is None else value, "lr": self.current_lr()})
             for cb in batch_end:
                 cb.on_train_batch_end(self, loss)
-            if stop.signum and (self.batch_in_epoch % self.accumulate == 0 or self.batch_in_epoch == n_batches):
+            if (stop.signum if dist is None else stopping) and (self.batch_in_epoch % self.accumulate == 0 or self.batch_in_epoch == n_batches):
                 self._stop_on_signal(loss_sum_t)  # at an optimizer-step boundary, where a checkpoint resumes exactly
         if not on_cpu:
             self._loss_sum += float(loss_sum_t)
         return self._loss_sum / max(1, self._loss_count)
+
+    def _distributed_loss(self, loss: torch.Tensor, share: tuple[int, int], signalled: bool
+                          ) -> tuple[float, bool, torch.Tensor]:
+        """One all-reduce per step: the batch's mean loss ``sum_r L_r n_r / n`` (what one process logs) and
+        whether any rank was signalled; returns them with the loss to back-propagate, ``L_r n_r W / n``, whose
+        gradient averaged over the ``W`` ranks (DDP, FSDP) is the single-process mean-loss gradient."""
+        local, total = share
+        d = self.dist
+        agreed = d.all_reduce_sum(torch.stack([loss.detach().to(d.device, torch.float64) * (local / total),
+                                               d.tensor([1.0 if signalled else 0.0])[0]]))
+        value, stopping = float(agreed[0]), bool(agreed[1] > 0)
+        if not math.isfinite(value):
+            self._diverged(value)
+        if self.divergence is not None and self.divergence.check(value):
+            self._blew_up(value)
+        return value, stopping, loss * (local * d.world_size / total)
 
     def _diverged(self, value: float, why: str = "") -> None:
         last = self.run_dir / "checkpoints" / "last.safetensors" if self.run_dir else None
@@ -340,7 +392,8 @@ class Trainer:
         if path is not None:
             self.save_checkpoint(path)
         epoch = self.epoch + 1 if self.batch_in_epoch else self.epoch
-        raise Stopped(self.stop_signal.name, epoch=epoch or None,  # before the first step: "at step 0"
+        name = self.stop_signal.name if self.stop_signal.signum else "SIGTERM"  # torchrun: another rank's signal
+        raise Stopped(name, epoch=epoch or None,  # before the first step: "at step 0"
                       step=self.global_step, checkpoint=path, run_dir=self.run_dir)
 
     def step_flops(self, loader: Loader) -> int | None:
@@ -369,7 +422,7 @@ class Trainer:
         was_training = task.training
         task.eval()
         task.reset_metrics()
-        with torch.inference_mode():
+        with torch.inference_mode():  # under torchrun every rank evaluates the whole split (the same metrics)
             for batch in loader:
                 with self.autocast():
                     task.evaluation_step(self._to_device(batch))
@@ -400,9 +453,13 @@ class Trainer:
         rng = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state_all()
+        d = self.dist
+        if d is not None:  # every rank's generator, so each resumes its own draws (dropout, augmentation)
+            rng["ranks"] = d.gather_rng()
         return {
-            "model": self.unwrapped_model.state_dict(),
-            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "model": self.model_state(),
+            "optimizers": {k: o.state_dict() if d is None else d.optimizer_state(self.unwrapped_model, o)
+                           for k, o in self.optimizers.items()},
             "scheduler": self.schedule.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "rng": rng,
@@ -429,13 +486,45 @@ class Trainer:
                 setattr(sched, attr, [v * ratio if isinstance(v, (int, float)) else v for v in values])
 
     def save_checkpoint(self, path: str | Path) -> None:
-        save_state(path, self.state_dict())
+        """Write the full state to ``path`` (under torchrun every rank calls this; rank 0 writes)."""
+        state = self.state_dict()
+        if self.is_main:
+            save_state(path, state)
+
+    def save_best(self, path: str | Path, extra: dict[str, Any]) -> None:
+        """Write the model's weights with ``extra`` facts (the best checkpoint); rank 0 writes."""
+        state = {"model": self.model_state(), **extra}
+        if self.is_main:
+            save_state(path, state)
+
+    def model_state(self) -> dict[str, torch.Tensor]:
+        """The model's full state dict (FSDP: gathered on rank 0, the other ranks get ``{}``; every rank calls)."""
+        if self.dist is None:
+            return self.unwrapped_model.state_dict()
+        return self.dist.model_state(self.unwrapped_model)
+
+    def load_model_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Load weights that rank 0 holds into every rank's model (one process: plain ``load_state_dict``)."""
+        if self.dist is None:
+            self.unwrapped_model.load_state_dict(state)
+        elif self.dist.mode == "fsdp":
+            self.dist.load_model_state(self.unwrapped_model, state, from_rank0=True)
+        else:
+            if self.is_main:
+                self.unwrapped_model.load_state_dict(state)
+            self.dist.broadcast_module(self.unwrapped_model)
 
     def _restore(self, state: dict[str, Any]) -> None:
         try:
-            self.unwrapped_model.load_state_dict(state["model"])
-            for name, opt in self.optimizers.items():
-                opt.load_state_dict(state["optimizers"][name])
+            d = self.dist
+            if d is None:
+                self.unwrapped_model.load_state_dict(state["model"])
+                for name, opt in self.optimizers.items():
+                    opt.load_state_dict(state["optimizers"][name])
+            else:  # every rank read the same checkpoint
+                d.load_model_state(self.unwrapped_model, state["model"])
+                for name, opt in self.optimizers.items():
+                    d.load_optimizer_state(self.unwrapped_model, opt, state["optimizers"][name])
             sched = self.schedule.scheduler
             fresh = {k: getattr(sched, k) for k in ("total_steps", "_schedule_phases") if hasattr(sched, k)}
             self.schedule.load_state_dict(state.get("scheduler") or {})
@@ -453,7 +542,11 @@ class Trainer:
             raise DeepfoundryError(f"checkpoint does not match this model/optimizer: {str(exc).splitlines()[0]}") from exc
         self.epoch, self.global_step, self.batch_in_epoch = t["epoch"], t["global_step"], t["batch_in_epoch"]
         self._loss_sum, self._loss_count, self.elapsed = t["loss_sum"], t["loss_count"], t["elapsed"]
-        torch.set_rng_state(state["rng"]["torch"])
+        ranks = state["rng"].get("ranks")
+        if self.dist is not None and ranks is not None and len(ranks) == self.dist.world_size:
+            torch.set_rng_state(ranks[self.dist.rank])
+        else:
+            torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and self.device.type == "cuda":
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         for cb in self.callbacks:
