@@ -14,19 +14,22 @@ share the machine are smoke figures).
 
 ``--quick``: 2 epochs of each deep recipe (the same split and test rows; a smoke run, not a result).
 
-usage: python benchmarks/adult.py [--quick] [--data DIR] [--threads 1] [--epochs N]
+usage: python benchmarks/adult.py [--quick] [--data DIR] [--threads 1] [--epochs N] [--out DIR]
 """
 from __future__ import annotations
 
 import argparse
 import tempfile
+import os
 import time
+from pathlib import Path
 
 import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, roc_auc_score
 
+import _common
 from _common import SHARED, print_table, write_result
 import deepfoundry
 from deepfoundry.data.tabular import adult
@@ -76,7 +79,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=None, help="override the recipes' epochs")
     parser.add_argument("--quick", action="store_true", help="2 epochs per deep recipe (smoke)")
+    parser.add_argument("--out", default=None, help="folder for the JSON result (default: _common's results folder)")
     args = parser.parse_args()
+    if args.out:
+        _common.RESULTS = Path(args.out)
+        os.environ["DEEPFOUNDRY_BENCH_OUT"] = args.out  # the convention of _common.write_result
     torch.set_num_threads(args.threads)
     epochs = args.epochs or (2 if args.quick else None)
     deep = [ours(recipe, args.data, args.threads, epochs) for recipe in RECIPES]

@@ -18,7 +18,7 @@ for the same 2 seeds. ``--dataset citeseer|pubmed`` runs our recipes on another 
 (``--set data.name``) beside the published figures; the anchor is Cora-only.
 
 usage: python benchmarks/gcn_cora.py [--quick] [--data DIR] [--dataset cora] [--anchor PATH] [--seeds 10]
-                                     [--threads 1] [--no-gat]
+                                     [--threads 1] [--no-gat] [--no-gcn] [--out DIR]
 """
 from __future__ import annotations
 
@@ -31,9 +31,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
 
+import _common
 from _common import SHARED, print_table, write_result
 import deepfoundry
 
@@ -129,14 +131,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads for our runs (the anchor uses 2; one "
                                                                "thread is faster for full-batch Cora on 2 cores)")
     parser.add_argument("--no-gat", action="store_true", help="skip the gat-cora recipe")
+    parser.add_argument("--no-gcn", action="store_true", help="skip the gcn-cora recipe and the anchor")
+    parser.add_argument("--out", default=None, help="folder for the JSON result (default: _common's results folder)")
     parser.add_argument("--quick", action="store_true", help="2 seeds; the anchor's loop inline for the same seeds")
     args = parser.parse_args()
     seeds = args.seeds or (2 if args.quick else 10)
     data = args.data or str(SHARED / "datasets" / args.dataset)
+    if args.out:
+        _common.RESULTS = Path(args.out)
+        os.environ["DEEPFOUNDRY_BENCH_OUT"] = args.out  # the convention of _common.write_result
     plain = None
-    if args.dataset == "cora":
+    if args.dataset == "cora" and not args.no_gcn:
         plain = plain_inline(data, seeds) if args.quick else anchor(args.anchor, data)
-    gcn = ours(data, args.dataset, seeds, args.threads, "gcn-cora")
+    gcn = None if args.no_gcn else ours(data, args.dataset, seeds, args.threads, "gcn-cora")
     gat = None if args.no_gat else ours(data, args.dataset, seeds, args.threads, "gat-cora")
     rows = []
     if plain is not None:
@@ -150,7 +157,9 @@ def main() -> None:
     print_table(rows)
     summary = []
     ds = args.dataset
-    if plain is not None:
+    if gcn is None:
+        pass
+    elif plain is not None:
         met = gcn["mean"] >= TARGETS["gcn"] and gcn["mean"] > plain["mean"]
         summary.append({"metric": f"GCN {ds} test accuracy % (mean of {seeds} seeds)", "ours": gcn["mean"],
                         "peer": plain["mean"], "peer_name": "plain PyG GCN loop (anchor gcn_cora_pyg.py)",
