@@ -87,6 +87,7 @@ def test_joint_early_stopping_from_the_config_and_its_state() -> None:
     assert again.bests == [0.5, 0.8]
 
 
+@pytest.mark.slow
 def test_gat_cora_recipe_stops_on_validation(tmp_path: Path) -> None:
     """A few epochs of the real recipe: the run records the kept epoch and restores it."""
     root = require_shared_dataset("cora")
