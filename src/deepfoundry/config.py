@@ -106,6 +106,11 @@ class EarlyStoppingConfig(_Switch):
     patience: int = Field(5, ge=1, description="epochs without improvement before stopping")
     min_delta: float = Field(0.0, ge=0.0, description="smallest change that counts as an improvement")
     restore_best: bool = Field(True, description="when it stops, put back the weights of the best epoch")
+    also: str | None = Field(None, description="a second metric (e.g. val_accuracy with monitor val_loss): an epoch "
+                                               "as good as the best of either resets the patience, the kept weights "
+                                               "are the last epoch as good as the best of both (Velickovic et al.'s GAT)")
+    also_mode: Literal["min", "max"] | None = Field(None, description="min or max for also (default: the opposite "
+                                                                      "of mode)")
 
 
 class TrainerConfig(_Strict):

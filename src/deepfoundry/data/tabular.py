@@ -34,6 +34,9 @@ from .core import ArrayLoader, DataBundle, Splits
 from .preprocess import (DEFAULT_NA, TabularPreprocessor, encode_target, fit_target, infer_columns, infer_task_type,
                          read_table)
 
+TREE_LEAVES, TREE_MIN_LEAF = 64, 64  # numeric_tree_edges: the per-column trees' size limits
+QUANTILE_LEVELS = 128  # numeric_quantiles: the training quantiles at levels 0, 1/128, ..., 1 of each column
+
 
 def _table_info(feature_names: list[str], split_note: str) -> dict[str, Any]:
     return {"input_kind": "table", "in_features": len(feature_names), "input_shape": [len(feature_names)],
@@ -142,6 +145,26 @@ def check_table_size(n: int, val_fraction: float, test_fraction: float, source: 
                            f"(or set the fraction of the empty part to 0)")
 
 
+def tree_edges(x: np.ndarray, y: np.ndarray, task_type: str, max_leaves: int = TREE_LEAVES,
+               min_leaf: int = TREE_MIN_LEAF) -> list[list[float]]:
+    """Target-aware bin edges of each column of ``x`` (training rows): the split thresholds of a decision
+    tree fitted on that column alone to ``y`` (classifier or regressor, at most ``max_leaves`` leaves of
+    at least ``min_leaf`` rows), with the column's minimum and maximum as the outer edges (Gorishniy et
+    al. 2022's "T" bins). A column no split helps gets the two outer edges only."""
+    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
+
+    out = []
+    for j in range(x.shape[1]):
+        col = x[:, j:j + 1]
+        tree = (DecisionTreeClassifier if task_type == "classification" else DecisionTreeRegressor)(
+            max_leaf_nodes=max_leaves, min_samples_leaf=min(min_leaf, max(1, len(col) // 2)), random_state=0)
+        tree.fit(col, y)
+        cuts = tree.tree_.threshold[tree.tree_.feature >= 0]  # internal nodes only
+        edges = sorted({float(col.min()), float(col.max()), *map(float, cuts)})
+        out.append([round(e, 6) for e in edges])
+    return out
+
+
 def table_bundle(frame: pd.DataFrame, target: str | None, *, source: str, numeric: Sequence[str] | None = None,
                  categorical: Sequence[str] | None = None, drop: Sequence[str] | None = None,
                  task_type: str = "auto", scaling: str = "standard", imputation: str = "median",
@@ -208,6 +231,11 @@ def table_bundle(frame: pd.DataFrame, target: str | None, *, source: str, numeri
             + f"; {len(num_cols)} numeric + {len(cat_cols)} categorical columns ({encoding}), "
               f"preprocessing fitted on the training rows")
     ctx = pre.model_context()
+    train_numeric = tensors[0][0][:, :len(num_cols)].numpy().astype(np.float64)  # (n_train, n_num), scaled
+    if len(train_numeric) and len(num_cols):  # training quantiles, for piecewise-linear encodings (model mlp_ple)
+        levels = np.linspace(0.0, 1.0, QUANTILE_LEVELS + 1)
+        ctx["numeric_quantiles"] = np.quantile(train_numeric, levels, axis=0).T.round(6).tolist()  # (n_num, Q + 1)
+        ctx["numeric_tree_edges"] = tree_edges(train_numeric, tensors[0][1].numpy(), kind)
     info: dict[str, Any] = {
         "input_kind": "tabular", "task_type": kind, "target": target, "tabular": pre.state,
         "target_encoding": target_state, "feature_names": pre.feature_names, "in_features": ctx["in_features"],

@@ -113,6 +113,66 @@ class EarlyStopping(Callback):
         self.best_epoch, self.best_weights = state.get("best_epoch"), state.get("best_weights")
 
 
+class JointEarlyStopping(EarlyStopping):
+    """Early stopping on two metrics at once, as in Velickovic et al.'s GAT code (val loss and accuracy).
+
+    With bests ``b1`` (``monitor``) and ``b2`` (``also``) so far, an epoch with values ``v1, v2``:
+
+    * is *progress* when ``v1`` is at least as good as ``b1`` **or** ``v2`` at least as good as ``b2``
+      (ties count): the wait counter restarts and both bests move to ``best(b, v)``;
+    * is *kept* (its weights become the ones restored) when ``v1`` and ``v2`` are **both** at least as good;
+    * otherwise counts towards ``patience``; after ``patience`` such epochs in a row training stops.
+
+    With ``restore_best`` the kept weights are put back at the end of training (early or not). ``best`` and
+    ``best_epoch`` describe the kept epoch (its ``monitor`` value); the state round-trips through checkpoints.
+    """
+
+    def __init__(self, monitor: str, mode: str, also: str, also_mode: str, patience: int,
+                 restore_best: bool = False) -> None:
+        super().__init__(monitor, mode, patience, 0.0, restore_best)
+        self.also, self.also_mode = also, also_mode
+        self.bests: list[float | None] = [None, None]
+
+    @staticmethod
+    def _as_good(value: float, best: float | None, mode: str) -> bool:
+        return best is None or (value <= best if mode == "min" else value >= best)
+
+    def on_epoch_end(self, trainer: "Trainer", record: dict[str, Any]) -> None:
+        values = (monitored(record, self.monitor), monitored(record, self.also))
+        modes = (self.mode, self.also_mode)
+        good = [self._as_good(v, b, m) for v, b, m in zip(values, self.bests, modes)]
+        if any(good):
+            if all(good):
+                self.best, self.best_epoch = values[0], record["epoch"]
+                if self.restore_best:
+                    self.best_weights = {k: v.detach().clone() for k, v in trainer.unwrapped_model.state_dict().items()}
+            self.bests = [v if b is None else (min(v, b) if m == "min" else max(v, b))
+                          for v, b, m in zip(values, self.bests, modes)]
+            self.wait = 0
+        else:
+            self.wait += 1
+            if self.wait >= self.patience:
+                trainer.should_stop = True
+                trainer.stop_reason = (f"early stopping: neither {self.monitor} nor {self.also} improved for "
+                                       f"{self.patience} epochs (kept epoch {self.best_epoch}, {self.monitor} "
+                                       f"{self.best:.4g})")
+
+    def on_fit_end(self, trainer: "Trainer") -> None:
+        """Put the kept weights back, also when the epochs ran out first: the criterion picks the epoch."""
+        if self.restore_best and self.best_weights is not None:
+            trainer.unwrapped_model.load_state_dict(self.best_weights)
+            self.restored = True
+            reason = trainer.stop_reason or f"{self.monitor} and {self.also} kept improving to the last epoch"
+            trainer.stop_reason = f"{reason}; restored the weights of epoch {self.best_epoch}"
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "bests": list(self.bests)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.bests = list(state.get("bests", [None, None]))
+
+
 class Checkpoint(Callback):
     """Writes ``checkpoints/last.safetensors`` (full state, every epoch and every N steps) and
     ``checkpoints/best.safetensors`` (model weights whenever ``monitor`` improves)."""

@@ -103,8 +103,14 @@ class Trainer:
             out[0].console.quiet = True  # the other ranks of a torchrun job print nothing
         es = c.early_stopping
         if es.enabled:
-            out.append(cbs.EarlyStopping(es.monitor or c.monitor, es.mode or c.mode, es.patience, es.min_delta,
-                                         restore_best=es.restore_best))
+            mode = es.mode or c.mode
+            if es.also:
+                out.append(cbs.JointEarlyStopping(es.monitor or c.monitor, mode, es.also,
+                                                  es.also_mode or ("max" if mode == "min" else "min"), es.patience,
+                                                  restore_best=es.restore_best))
+            else:
+                out.append(cbs.EarlyStopping(es.monitor or c.monitor, mode, es.patience, es.min_delta,
+                                             restore_best=es.restore_best))
         if c.grad_norms:
             out.append(cbs.GradientNorms(c.log_every_steps))
         if self.run_dir is not None:

@@ -21,7 +21,7 @@ torch.Size([4, 3])
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -32,6 +32,7 @@ from ..nn.graph import clean_edges, normalized_adjacency
 from ..registry import MODELS
 
 NORMS = ("none", "batch", "layer")
+DECAY_SCOPES = ("all", "first")  # which layers optim.weight_decay applies to
 ConvFactory = Callable[[int, int, bool], nn.Module]  # (in, out, is_last) -> layer
 
 
@@ -57,11 +58,18 @@ class GNN(nn.Module):
         norm: ``none``, ``batch`` (BatchNorm1d over nodes) or ``layer`` (LayerNorm per node).
         activation: ``relu`` or ``elu``.
         uses_adjacency: the layers take the normalised sparse adjacency instead of ``edge_index``.
+        weight_decay_scope: ``all`` (``optim.weight_decay`` on every parameter) or ``first`` (on the first
+            layer only, as Kipf & Welling's GCN; see :meth:`param_groups`).
     """
 
     def __init__(self, conv: ConvFactory, sizes: list[int], dropout: float = 0.5, residual: bool = False,
-                 norm: str = "none", activation: str = "relu", uses_adjacency: bool = False) -> None:
+                 norm: str = "none", activation: str = "relu", uses_adjacency: bool = False,
+                 weight_decay_scope: str = "all") -> None:
         super().__init__()
+        if weight_decay_scope not in DECAY_SCOPES:
+            raise DeepfoundryError(f"model.weight_decay_scope must be one of {', '.join(DECAY_SCOPES)}, received "
+                                   f"{weight_decay_scope!r}")
+        self.weight_decay_scope = weight_decay_scope
         if len(sizes) < 2:
             raise DeepfoundryError(f"a GNN needs depth >= 1, received depth={len(sizes) - 1}")
         if norm not in NORMS:
@@ -77,6 +85,18 @@ class GNN(nn.Module):
             for i, s in enumerate(self.hidden_sizes))
         self.dropout, self.residual, self.uses_adjacency = dropout, residual, uses_adjacency
         self.act = {"relu": F.relu, "elu": F.elu}[activation]
+
+    def param_groups(self, lr: float) -> list[dict[str, Any]]:
+        """Optimizer groups (:func:`deepfoundry.optim.parameter_groups`): with ``weight_decay_scope="first"``
+        the first layer's parameters in one group (the optimizer's weight decay) and the rest in one with
+        ``weight_decay = 0`` (Kipf & Welling's L2 term covers only the first layer); otherwise one group."""
+        if self.weight_decay_scope == "all":
+            return [{"params": list(self.parameters()), "lr": lr, "name": "all"}]
+        first = list(self.convs[0].parameters())
+        ids = {id(p) for p in first}
+        return [{"params": first, "lr": lr, "name": "first layer"},
+                {"params": [p for p in self.parameters() if id(p) not in ids], "lr": lr, "weight_decay": 0.0,
+                 "name": "other layers (no weight decay)"}]
 
     def _graph(self, x: torch.Tensor, edge_index: torch.Tensor, adjacency: torch.Tensor | None) -> torch.Tensor:
         if not self.uses_adjacency:
@@ -141,7 +161,7 @@ def _sizes(in_features: int, num_classes: int, hidden_size: int, depth: int) -> 
 
 @MODELS.register("gcn")
 def gcn(*, in_features: int, num_classes: int, hidden_size: int = 16, depth: int = 2, dropout: float = 0.5,
-        residual: bool = False, norm: str = "none") -> GNN:
+        residual: bool = False, norm: str = "none", weight_decay_scope: str = "all") -> GNN:
     r"""Graph convolutional network (Kipf & Welling, 2017): ``H' = D^-1/2 (A+I) D^-1/2 H W``.
 
     Node-wise, each node averages its neighbours and itself, weighted by degree:
@@ -153,8 +173,9 @@ def gcn(*, in_features: int, num_classes: int, hidden_size: int = 16, depth: int
     The normalised adjacency is computed once by the data (a sparse CSR matrix), so each layer is
     one ``H W`` (sparse when the features are) and one sparse-dense product (:class:`GCNLayer`, the
     operator of ``GCNConv(normalize=False)``).
-    Kipf & Welling put the 5e-4 weight decay on the first layer only; the recipes apply
-    ``optim.weight_decay`` to every parameter, as the plain PyG loop of the anchor does.
+    Kipf & Welling put the 5e-4 weight decay on the first layer only: ``weight_decay_scope="first"``
+    does the same (the default ``all`` applies ``optim.weight_decay`` to every parameter, as the plain
+    PyG loop of the anchor does).
 
     Shapes: x (N, F), edge_index (2, E), adjacency (N, N) -> logits (N, C).
     """
@@ -162,7 +183,7 @@ def gcn(*, in_features: int, num_classes: int, hidden_size: int = 16, depth: int
         return GCNLayer(i, o)
 
     return GNN(conv, _sizes(in_features, num_classes, hidden_size, depth), dropout, residual, norm,
-               uses_adjacency=True)
+               uses_adjacency=True, weight_decay_scope=weight_decay_scope)
 
 
 @MODELS.register("sage")

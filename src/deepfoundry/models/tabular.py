@@ -50,18 +50,22 @@ class TabularMLP(nn.Module):
 
     def __init__(self, num_numeric: int, cardinalities: Sequence[int], num_classes: int,
                  hidden_sizes: Sequence[int], embedding_dims: Sequence[int], activation: str = "relu",
-                 dropout: float = 0.0, batch_norm: bool = False, embedding_dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, batch_norm: bool = False, embedding_dropout: float = 0.0,
+                 numeric_dims: Sequence[int] | None = None) -> None:
         super().__init__()
         self.num_numeric = num_numeric
+        numeric_dims = list(numeric_dims) if numeric_dims is not None else [1] * num_numeric  # h_0 width per column
         self.embeddings = nn.ModuleList(nn.Embedding(n, d) for n, d in zip(cardinalities, embedding_dims))
         self.embedding_dropout = nn.Dropout(embedding_dropout)
-        layers, width = dense_stack(num_numeric + sum(embedding_dims), hidden_sizes, activation, dropout, batch_norm)
+        layers, width = dense_stack(sum(numeric_dims) + sum(embedding_dims), hidden_sizes, activation, dropout,
+                                    batch_norm)
         self.body = nn.Sequential(*layers)  # (B, num_numeric + sum d_j) -> (B, width)
         self.head = nn.Linear(width, num_classes)  # (B, width) -> (B, num_classes)
         self.embedded = nn.Identity()  # h_0, named so that explanations can attribute to it (no parameters)
         # input column of each h_0 dimension: numeric j -> j, embedding j's dims -> num_numeric + j
         self.register_buffer("column_of_dim", torch.tensor(
-            list(range(num_numeric)) + [num_numeric + j for j, d in enumerate(embedding_dims) for _ in range(d)]),
+            [j for j, d in enumerate(numeric_dims) for _ in range(d)]
+            + [num_numeric + j for j, d in enumerate(embedding_dims) for _ in range(d)]),
             persistent=False)
 
     def explain_layers(self) -> dict[str, object]:
@@ -69,9 +73,13 @@ class TabularMLP(nn.Module):
         even for categorical codes), and the input column of each of its dimensions to sum them back."""
         return {"layer": self.embedded, "columns": self.column_of_dim}
 
+    def encode_numeric(self, x_num: torch.Tensor) -> torch.Tensor:
+        """The numeric part of ``h_0``: the columns themselves (subclasses encode them)."""
+        return x_num
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The last hidden layer ``h_L`` (B, hidden_sizes[-1])."""
-        parts = [x[:, :self.num_numeric]]
+        parts = [self.encode_numeric(x[:, :self.num_numeric])]
         if len(self.embeddings):
             codes = x[:, self.num_numeric:].long()  # (B, k) exact: codes are small integers stored as float32
             emb = torch.cat([table(codes[:, j]) for j, table in enumerate(self.embeddings)], dim=1)
@@ -114,3 +122,158 @@ def mlp_tabular(*, in_features: int | None = None, num_classes: int | None = Non
     return TabularMLP(num_numeric, cardinalities, positive_int("num_classes", num_classes), hidden_sizes, dims,
                       activation=activation, dropout=probability("dropout", dropout), batch_norm=bool(batch_norm),
                       embedding_dropout=probability("embedding_dropout", embedding_dropout))
+
+
+def ple_edges(quantiles: Sequence[float], bins: int) -> list[float]:
+    """Bin edges ``b_0 < ... < b_T`` (``T <= bins``) from a column's training quantiles (``q_0 = min`` to
+    ``q_Q = max``, evenly spaced levels): the quantiles at levels ``i / bins``, repeated values merged (a column
+    with few distinct values, e.g. capital-gain's mass at 0, gets fewer bins). A constant column gets one
+    bin ``[v, v + 1]``.
+
+    >>> ple_edges([0, 0, 0, 1, 2, 3, 4, 5, 6], 4)
+    [0.0, 2.0, 4.0, 6.0]
+    """
+    q = [float(v) for v in quantiles]
+    if not q:
+        raise DeepfoundryError("numeric_quantiles holds an empty list; each numeric column needs its quantiles")
+    levels = len(q) - 1
+    picked = sorted({q[round(i * levels / bins)] for i in range(bins + 1)} if bins < levels else set(q))
+    return picked if len(picked) >= 2 else [picked[0], picked[0] + 1.0]
+
+
+class PiecewiseLinearEncoding(nn.Module):
+    r"""Piecewise-linear encoding of numeric columns (Gorishniy, Rubachev & Babenko, 2022).
+
+    Column ``j`` with bin edges ``b_0 < b_1 < ... < b_T`` (training quantiles) maps a value ``x`` to
+    ``T`` numbers, bin ``t = 1..T``:
+
+    .. math::
+        e_t(x) = \begin{cases} 0 & x < b_{t-1} \text{ and } t > 1 \\
+                               1 & x \ge b_t \text{ and } t < T \\
+                               \frac{x - b_{t-1}}{b_t - b_{t-1}} & \text{otherwise} \end{cases}
+
+    so ``e(x) = [1, ..., 1, fraction of its bin, 0, ..., 0]``: a thermometer code that is linear within
+    each bin (the first and last bins extrapolate beyond the training range). With ``d_embedding > 0``
+    each column's code then goes through its own ``ReLU(e_j W_j + c_j)`` (``W_j`` of shape ``(T_j, d)``,
+    the paper's "-LR" variant). Columns past ``len(edges)`` (missing indicators) pass through as they are.
+
+    Shapes: ``(B, F)`` -> ``(B, sum_j T_j + passthrough)`` or ``(B, F_enc * d + passthrough)``.
+    """
+
+    def __init__(self, edges: Sequence[Sequence[float]], num_numeric: int, d_embedding: int = 0) -> None:
+        super().__init__()
+        self.encoded, self.passthrough = len(edges), num_numeric - len(edges)
+        if self.passthrough < 0:
+            raise DeepfoundryError(f"numeric_quantiles has {len(edges)} columns but the data has only {num_numeric} "
+                                   f"numeric columns")
+        self.bins = [len(e) - 1 for e in edges]
+        width = max(self.bins) if self.bins else 1
+        left = torch.zeros(len(edges), width)
+        size = torch.ones(len(edges), width)
+        valid = torch.zeros(len(edges), width, dtype=torch.bool)
+        for j, e in enumerate(edges):
+            t = torch.tensor(e, dtype=torch.float64)
+            left[j, :len(e) - 1] = t[:-1].float()
+            size[j, :len(e) - 1] = (t[1:] - t[:-1]).float()
+            valid[j, :len(e) - 1] = True
+        index = torch.arange(width)
+        last = torch.tensor(self.bins).unsqueeze(1) - 1  # (F, 1) index of each column's last bin
+        self.register_buffer("left", left)  # (F, T) b_{t-1}
+        self.register_buffer("size", size)  # (F, T) b_t - b_{t-1}
+        self.register_buffer("valid", valid)  # (F, T) bins that exist (columns have different T_j)
+        self.register_buffer("clamp_low", index.unsqueeze(0).expand(len(edges), -1) > 0)  # t > 1
+        self.register_buffer("clamp_high", index.unsqueeze(0) < last)  # t < T
+        self.d_embedding = d_embedding
+        if d_embedding:
+            self.weight = nn.Parameter(torch.empty(len(edges), width, d_embedding))
+            self.bias = nn.Parameter(torch.zeros(len(edges), d_embedding))
+            nn.init.uniform_(self.weight, -width ** -0.5, width ** -0.5)
+        if d_embedding:
+            self.dims = [d_embedding] * self.encoded + [1] * self.passthrough
+        else:
+            self.dims = self.bins + [1] * self.passthrough
+
+    def code(self, x: torch.Tensor) -> torch.Tensor:
+        """``e(x)`` (B, F, T), zero on bins a column does not have."""
+        r = (x.unsqueeze(-1) - self.left) / self.size  # (B, F, T)
+        r = torch.where(self.clamp_low, r.clamp(min=0.0), r)
+        r = torch.where(self.clamp_high, r.clamp(max=1.0), r)
+        return r * self.valid
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e = self.code(x[:, :self.encoded])  # (B, F, T)
+        if self.d_embedding:
+            h = torch.relu(torch.einsum("bft,ftd->bfd", e, self.weight) + self.bias).flatten(1)  # (B, F * d)
+        else:
+            h = e[:, self.valid]  # (B, sum T_j)
+        return torch.cat([h, x[:, self.encoded:]], dim=1)
+
+
+class TabularPLEMLP(TabularMLP):
+    """:class:`TabularMLP` whose numeric columns enter ``h_0`` piecewise-linearly encoded."""
+
+    def __init__(self, encoding: PiecewiseLinearEncoding, num_numeric: int, cardinalities: Sequence[int],
+                 num_classes: int, hidden_sizes: Sequence[int], embedding_dims: Sequence[int], **kwargs: object) -> None:
+        super().__init__(num_numeric, cardinalities, num_classes, hidden_sizes, embedding_dims,
+                         numeric_dims=encoding.dims, **kwargs)
+        self.ple = encoding
+
+    def encode_numeric(self, x_num: torch.Tensor) -> torch.Tensor:
+        return self.ple(x_num)
+
+
+@MODELS.register("mlp_ple")
+def mlp_ple(*, num_classes: int | None = None, num_numeric: int | None = None, cardinalities: Sequence[int] = (),
+            numeric_quantiles: Sequence[Sequence[float]] | None = None,
+            numeric_tree_edges: Sequence[Sequence[float]] | None = None, bin_edges: str = "quantile",
+            bins: int = 48, d_embedding: int = 0,
+            hidden_sizes: Sequence[int] = (256, 256), embedding_dim: int | None = None, max_embedding_dim: int = 16,
+            activation: str = "relu", dropout: float = 0.1, batch_norm: bool = False,
+            embedding_dropout: float = 0.0) -> TabularPLEMLP:
+    r"""MLP on piecewise-linear encoded numeric columns and categorical embeddings (Gorishniy et al., 2022).
+
+    .. math::
+        \mathbf{h}_0 = [\,\mathrm{PLE}(x_1), \dots, \mathrm{PLE}(x_m), E_1[c_1], \dots, E_k[c_k]\,], \qquad
+        \mathrm{PLE}(x)_t = \mathrm{clip}\Big(\frac{x - b_{t-1}}{b_t - b_{t-1}}, 0, 1\Big)
+
+    (first bin unclipped below, last bin unclipped above; :class:`PiecewiseLinearEncoding`), then the
+    hidden layers and head of :class:`TabularMLP`. The edges ``b`` come from the training rows only, in
+    scaled units, passed by the data ('adult', 'table-csv') and saved with the run: ``bin_edges=quantile``
+    takes up to ``bins`` quantiles of each numeric column (``numeric_quantiles``); ``bin_edges=tree`` the
+    thresholds of a small decision tree fitted on each column alone to the training targets
+    (``numeric_tree_edges``, :func:`deepfoundry.data.tabular.tree_edges`). A heavy-tailed column such as capital-gain,
+    which standard scaling squeezes into a spike at 0, gets one input per occupied quantile bin instead.
+    ``d_embedding > 0`` adds a per-column ``ReLU(Linear(T, d))`` after the encoding.
+
+    >>> m = mlp_ple(num_classes=2, num_numeric=2, cardinalities=[4], numeric_quantiles=[[0, 1, 2, 3], [5, 6]],
+    ...             hidden_sizes=[8])
+    >>> m(torch.tensor([[1.5, 5.5, 2.0]])).shape, m.ple.bins
+    (torch.Size([1, 2]), [3, 1])
+    """
+    if num_classes is None:
+        raise DeepfoundryError("mlp_ple needs num_classes (the output size; 1 for regression); set model.num_classes")
+    if num_numeric is None or numeric_quantiles is None:
+        raise DeepfoundryError("mlp_ple needs the training quantiles of the numeric columns (num_numeric, "
+                               "numeric_quantiles); use it with data 'adult' or 'table-csv', which provide them")
+    cardinalities = [positive_int(f"cardinalities[{i}]", c) for i, c in enumerate(cardinalities or [])]
+    if bin_edges == "quantile":
+        edges = [ple_edges(q, positive_int("bins", bins)) for q in numeric_quantiles]
+    elif bin_edges == "tree":
+        if numeric_tree_edges is None:
+            raise DeepfoundryError("model.bin_edges=tree needs the data's numeric_tree_edges (data 'adult' or "
+                                   "'table-csv' provide them)")
+        edges = [ple_edges(e, len(e)) for e in numeric_tree_edges]
+    else:
+        raise DeepfoundryError(f"model.bin_edges must be quantile or tree, received {bin_edges!r}")
+    if int(d_embedding) < 0:
+        raise DeepfoundryError(f"model.d_embedding must be >= 0 (0: no per-column layer), received {d_embedding}")
+    encoding = PiecewiseLinearEncoding(edges, num_numeric, int(d_embedding))
+    if isinstance(hidden_sizes, int):
+        hidden_sizes = (hidden_sizes,)
+    hidden_sizes = tuple(positive_int(f"hidden_sizes[{i}]", s) for i, s in enumerate(hidden_sizes))
+    dims = [positive_int("embedding_dim", embedding_dim) if embedding_dim is not None
+            else embedding_size(c, positive_int("max_embedding_dim", max_embedding_dim)) for c in cardinalities]
+    return TabularPLEMLP(encoding, num_numeric, cardinalities, positive_int("num_classes", num_classes), hidden_sizes,
+                         dims, activation=activation, dropout=probability("dropout", dropout),
+                         batch_norm=bool(batch_norm), embedding_dropout=probability("embedding_dropout",
+                                                                                     embedding_dropout))
