@@ -149,3 +149,11 @@ def test_a_timeout_kills_the_script_and_is_recorded(checkout: Path) -> None:
     assert r.returncode == 1
     entry = json.loads(r.stdout.splitlines()[-1])["benchmarks"][0]
     assert entry["status"] == "timeout" and entry["seconds"] < 30 and "timed out after 2 s" in entry["reason"]
+
+
+def test_quick_without_out_keeps_away_from_full_results(checkout: Path) -> None:
+    r = deepfoundry("bench", "--quick", "--only", "good", cwd=checkout)
+    assert r.returncode == 0, r.stderr
+    results = checkout / "benchmarks" / "results"
+    assert sorted(p.name for p in results.iterdir()) == ["quick"]
+    assert json.loads((results / "quick" / "good.json").read_text())["quick"] is True

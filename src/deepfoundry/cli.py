@@ -619,7 +619,8 @@ def bench(
                                "cores; smoke figures)"),
     folder: Path = typer.Option(Path("benchmarks"), "--dir", help="the benchmarks folder of a checkout"),
     out: Optional[Path] = typer.Option(None, "--out", help="where NAME.json, NAME.log, SUMMARY.md and "
-                                       "summary.json go (default DIR/results)"),
+                                       "summary.json go (default DIR/results; DIR/results/quick with --quick, "
+                                       "so smoke figures never replace full results)"),
     timeout: Optional[float] = typer.Option(None, "--timeout", min=1, help="seconds per script before it is "
                                             "killed and recorded as timed out"),
     as_json: bool = typer.Option(False, "--json", help="print summary.json (or the list) as JSON on the last line"),
@@ -636,7 +637,7 @@ def bench(
             for r in rows:
                 print(f"{r['name']:24s} {r['description']}")
         return
-    target = out or folder / "results"
+    target = out or (folder / "results" / "quick" if quick else folder / "results")
 
     def progress(entry: dict[str, Any]) -> None:
         reason = f" ({entry['reason']})" if entry.get("reason") else ""
