@@ -54,6 +54,18 @@ else:
 '''
 
 
+def cli(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, cwd: Path, *args: str) -> tuple[int, str, str]:
+    """``deepfoundry ARGS`` in this process (the benchmarks still run in subprocesses): exit code, stdout, stderr."""
+    from deepfoundry.cli import main
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.delenv("DEEPFOUNDRY_BENCH_OUT", raising=False)
+    with pytest.raises(SystemExit) as exc:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return exc.value.code or 0, out, err
+
+
 def deepfoundry(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     env.pop("DEEPFOUNDRY_BENCH_OUT", None)
@@ -72,14 +84,14 @@ def checkout(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def test_list_names_every_script_but_the_private_ones(checkout: Path) -> None:
-    r = deepfoundry("bench", "--list", cwd=checkout)
-    assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
+def test_list_names_every_script_but_the_private_ones(checkout: Path, capsys, monkeypatch) -> None:
+    code, out, err = cli(capsys, monkeypatch, checkout, "bench", "--list")
+    assert code == 0, err
+    lines = out.splitlines()
     assert [ln.split()[0] for ln in lines] == ["bad", "good", "slow"]
     assert "A tiny benchmark: a sum timed two ways." in lines[1]
-    r = deepfoundry("bench", "--list", "--json", "--only", "slow,good", cwd=checkout)
-    assert json.loads(r.stdout.splitlines()[-1]) == [
+    code, out, err = cli(capsys, monkeypatch, checkout, "bench", "--list", "--json", "--only", "slow,good")
+    assert json.loads(out.splitlines()[-1]) == [
         {"name": "slow", "description": "A benchmark with no quick version."},
         {"name": "good", "description": "A tiny benchmark: a sum timed two ways."}]
 
@@ -116,44 +128,44 @@ def test_quick_suite_records_ok_failed_and_skipped(checkout: Path) -> None:
     assert not (checkout / "benchmarks" / "results").exists()  # --out took everything
 
 
-def test_only_runs_the_named_ones_into_the_default_folder(checkout: Path) -> None:
-    r = deepfoundry("bench", "--only", "good", cwd=checkout)
-    assert r.returncode == 0, r.stderr
+def test_only_runs_the_named_ones_into_the_default_folder(checkout: Path, capsys, monkeypatch) -> None:
+    code, out, err = cli(capsys, monkeypatch, checkout, "bench", "--only", "good")
+    assert code == 0, err
     results = checkout / "benchmarks" / "results"
     assert sorted(p.name for p in results.iterdir()) == ["SUMMARY.md", "good.json", "good.log", "summary.json"]
     assert json.loads((results / "good.json").read_text())["n"] == 100000  # not quick
-    assert "| good | seconds to sum" in r.stdout
+    assert "| good | seconds to sum" in out
 
 
 @pytest.mark.parametrize("args, message", [
     (["--only", "good,nope"], "error: unknown benchmark 'nope' in --only; available: bad, good, slow"),
     (["--dir", "elsewhere"], "error: no benchmarks folder at 'elsewhere'"),
 ])
-def test_bad_input_is_one_error_line(checkout: Path, args: list[str], message: str) -> None:
-    r = deepfoundry("bench", *args, cwd=checkout)
-    assert r.returncode == 2
-    assert r.stderr.startswith(message) and len(r.stderr.strip().splitlines()) == 1
+def test_bad_input_is_one_error_line(checkout: Path, args: list[str], message: str, capsys, monkeypatch) -> None:
+    code, out, err = cli(capsys, monkeypatch, checkout, "bench", *args)
+    assert code == 2
+    assert err.startswith(message) and len(err.strip().splitlines()) == 1
 
 
 def test_no_benchmarks_folder_in_the_current_directory(tmp_path: Path) -> None:
-    r = deepfoundry("bench", "--quick", cwd=tmp_path)
+    r = deepfoundry("bench", "--quick", cwd=tmp_path)  # the real console entry point: one line, exit 2
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         "error: no benchmarks folder at 'benchmarks' (run from a checkout that has benchmarks/, or pass --dir DIR)"]
 
 
-def test_a_timeout_kills_the_script_and_is_recorded(checkout: Path) -> None:
+def test_a_timeout_kills_the_script_and_is_recorded(checkout: Path, capsys, monkeypatch) -> None:
     (checkout / "benchmarks" / "hang.py").write_text('"""Sleeps."""\nimport time\ntime.sleep(60)\n')
-    r = deepfoundry("bench", "--only", "hang", "--timeout", "2", "--out", str(checkout / "o"), "--json",
-                    cwd=checkout)
-    assert r.returncode == 1
-    entry = json.loads(r.stdout.splitlines()[-1])["benchmarks"][0]
+    code, out, err = cli(capsys, monkeypatch, checkout, "bench", "--only", "hang", "--timeout", "2", "--out",
+                         str(checkout / "o"), "--json")
+    assert code == 1
+    entry = json.loads(out.splitlines()[-1])["benchmarks"][0]
     assert entry["status"] == "timeout" and entry["seconds"] < 30 and "timed out after 2 s" in entry["reason"]
 
 
-def test_quick_without_out_keeps_away_from_full_results(checkout: Path) -> None:
-    r = deepfoundry("bench", "--quick", "--only", "good", cwd=checkout)
-    assert r.returncode == 0, r.stderr
+def test_quick_without_out_keeps_away_from_full_results(checkout: Path, capsys, monkeypatch) -> None:
+    code, out, err = cli(capsys, monkeypatch, checkout, "bench", "--quick", "--only", "good")
+    assert code == 0, err
     results = checkout / "benchmarks" / "results"
     assert sorted(p.name for p in results.iterdir()) == ["quick"]
     assert json.loads((results / "quick" / "good.json").read_text())["quick"] is True
