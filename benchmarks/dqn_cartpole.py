@@ -158,7 +158,7 @@ def main() -> None:
                      "reached": sum(r["first_steps"] is not None for r in results),
                      "final mean min": min(r["final_mean"] for r in results),
                      "final mean median": statistics.median(r["final_mean"] for r in results),
-                     "median s (50k)": statistics.median(r["train_seconds"] for r in results)})
+                     f"median s ({steps // 1000}k)": statistics.median(r["train_seconds"] for r in results)})
     print_table(rows)
     print_table([{k: ("-" if v is None else v) for k, v in r.items()} for r in per_seed])
     ratios = {}
