@@ -109,7 +109,7 @@ def test_quick_suite_records_ok_failed_and_skipped(checkout: Path) -> None:
     assert "boom: this benchmark failed" in by["bad"]["reason"]
     assert "about to fail" in (out / "bad.log").read_text()
     good = by["good"]
-    assert good["status"] == "ok" and good["rc"] == 0 and good["quick"] is True
+    assert good["status"] == "ok" and good["rc"] == 0 and good["quick"] is True and good["cpu_seconds"] > 0
     result = json.loads((out / "good.json").read_text())
     assert result["n"] == 1000 and result["quick"] is True and result["environment"]["cpu_count"] == os.cpu_count()
     row = good["summary"][0]

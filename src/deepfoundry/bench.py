@@ -100,6 +100,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
 def run_one(folder: Path, name: str, out: Path, *, quick: bool, timeout: float | None) -> dict[str, Any]:
     """Run ``folder/name.py`` in its own process group, log to ``out/name.log``; its entry of summary.json.
 
+    ``seconds`` is its wall time, ``cpu_seconds`` the CPU time of its process tree (user + system).
     ``status`` is ``ok`` (exit 0 and a fresh ``name.json``), ``skipped`` (the script recorded a reason
     for not running, e.g. no quick version), ``failed`` (non-zero exit), ``timeout`` or ``no result``
     (exit 0 but no fresh JSON)."""
@@ -110,6 +111,7 @@ def run_one(folder: Path, name: str, out: Path, *, quick: bool, timeout: float |
     result_path = out / f"{name}.json"
     started = time.time()
     t0 = time.perf_counter()
+    cpu0 = _children_cpu()
     status = None
     with open(log, "w", encoding="utf-8") as fh:
         fh.write(f"$ {' '.join(cmd)}\n")
@@ -125,7 +127,8 @@ def run_one(folder: Path, name: str, out: Path, *, quick: bool, timeout: float |
             _kill_group(proc)
             raise
     seconds = time.perf_counter() - t0
-    entry: dict[str, Any] = {"name": name, "rc": rc, "seconds": round(seconds, 2), "log": log.name,
+    entry: dict[str, Any] = {"name": name, "rc": rc, "seconds": round(seconds, 2),
+                             "cpu_seconds": round(_children_cpu() - cpu0, 2), "log": log.name,
                              "result": None, "quick": quick, "summary": []}
     fresh = result_path.is_file() and result_path.stat().st_mtime >= started - 1
     if fresh:
@@ -149,6 +152,18 @@ def run_one(folder: Path, name: str, out: Path, *, quick: bool, timeout: float |
         entry["reason"] = f"exit 0 but no {result_path.name} written"
     entry["status"] = status
     return entry
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of the finished (waited-for) child processes so far: what a benchmark cost
+    the machine, whatever else was running (its wall time on a shared machine says little); 0 where the
+    ``resource`` module is missing (Windows)."""
+    try:
+        import resource
+    except ImportError:
+        return 0.0
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _last_line(log: Path) -> str:

@@ -641,7 +641,8 @@ def bench(
 
     def progress(entry: dict[str, Any]) -> None:
         reason = f" ({entry['reason']})" if entry.get("reason") else ""
-        print(f"{entry['name']}: {entry['status']} in {entry['seconds']:.1f} s{reason}", file=sys.stderr, flush=True)
+        print(f"{entry['name']}: {entry['status']} in {entry['seconds']:.1f} s ({entry['cpu_seconds']:.1f} CPU s)"
+              f"{reason}", file=sys.stderr, flush=True)
 
     summary = run_suite(folder, names, target, quick=quick, timeout=timeout, progress=progress)
     if as_json:
