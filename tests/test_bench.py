@@ -164,7 +164,9 @@ def test_a_timeout_kills_the_script_and_is_recorded(checkout: Path, capsys, monk
 
 
 def test_quick_without_out_keeps_away_from_full_results(checkout: Path, capsys, monkeypatch) -> None:
-    code, out, err = cli(capsys, monkeypatch, checkout, "bench", "--quick", "--only", "good")
+    (checkout / "elsewhere").mkdir()  # --dir relative to a current directory that is not the checkout
+    code, out, err = cli(capsys, monkeypatch, checkout / "elsewhere", "bench", "--quick", "--only", "good",
+                         "--dir", "../benchmarks")
     assert code == 0, err
     results = checkout / "benchmarks" / "results"
     assert sorted(p.name for p in results.iterdir()) == ["quick"]

@@ -104,7 +104,7 @@ def run_one(folder: Path, name: str, out: Path, *, quick: bool, timeout: float |
     ``status`` is ``ok`` (exit 0 and a fresh ``name.json``), ``skipped`` (the script recorded a reason
     for not running, e.g. no quick version), ``failed`` (non-zero exit), ``timeout`` or ``no result``
     (exit 0 but no fresh JSON)."""
-    script = folder / f"{name}.py"
+    script = (folder / f"{name}.py").resolve()  # absolute: the script runs with the checkout as its cwd
     cmd = [sys.executable, str(script)] + (["--quick"] if quick else [])
     env = {**os.environ, OUT_ENV: str(out), "PYTHONUNBUFFERED": "1"}
     log = out / f"{name}.log"
@@ -175,7 +175,7 @@ def run_suite(folder: str | Path, names: list[str], out: str | Path, *, quick: b
               timeout: float | None = None,
               progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Run ``names`` of ``folder`` one after another; write ``summary.json`` and ``SUMMARY.md`` in ``out``."""
-    folder, out = Path(folder), Path(out)
+    folder, out = Path(folder), Path(out).resolve()  # absolute: the scripts run with the checkout as cwd
     out.mkdir(parents=True, exist_ok=True)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
