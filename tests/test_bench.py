@@ -119,6 +119,7 @@ def test_quick_suite_records_ok_failed_and_skipped(checkout: Path) -> None:
     assert "summed 1000" in (out / "good.log").read_text()
     assert by["slow"]["status"] == "skipped" and "needs a trained classifier" in by["slow"]["reason"]
     assert summary["failed"] == ["bad"] and summary["quick"] is True
+    assert summary["complete"] is True and summary["pending"] == []
     md = (out / "SUMMARY.md").read_text()
     table = [ln for ln in md.splitlines() if ln.startswith("| ") and not ln.startswith("| ---")]
     assert table[0] == "| benchmark | metric | ours | peer | ratio | target | met | date | machine |"
@@ -171,3 +172,17 @@ def test_quick_without_out_keeps_away_from_full_results(checkout: Path, capsys, 
     results = checkout / "benchmarks" / "results"
     assert sorted(p.name for p in results.iterdir()) == ["quick"]
     assert json.loads((results / "quick" / "good.json").read_text())["quick"] is True
+
+
+def test_the_summary_is_written_after_every_benchmark(checkout: Path) -> None:
+    from deepfoundry.bench import run_suite
+
+    seen = []
+
+    def progress(entry: dict) -> None:  # called once the entry is in summary.json
+        summary = json.loads((checkout / "o" / "summary.json").read_text())
+        seen.append((entry["name"], summary["complete"], summary["pending"]))
+
+    run_suite(checkout / "benchmarks", ["bad", "bad"], checkout / "o", progress=progress)
+    assert seen == [("bad", False, ["bad"]), ("bad", True, [])]
+    assert "Incomplete" not in (checkout / "o" / "SUMMARY.md").read_text()

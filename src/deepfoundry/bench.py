@@ -174,26 +174,35 @@ def _last_line(log: Path) -> str:
 def run_suite(folder: str | Path, names: list[str], out: str | Path, *, quick: bool = False,
               timeout: float | None = None,
               progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Run ``names`` of ``folder`` one after another; write ``summary.json`` and ``SUMMARY.md`` in ``out``."""
+    """Run ``names`` of ``folder`` one after another; write ``summary.json`` and ``SUMMARY.md`` in ``out``.
+
+    Both files are rewritten after every benchmark (``complete`` false until the last one), so a suite
+    that is stopped part-way still leaves the summary of what finished."""
     folder, out = Path(folder), Path(out).resolve()  # absolute: the scripts run with the checkout as cwd
     out.mkdir(parents=True, exist_ok=True)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     t0 = time.perf_counter()
-    entries = []
-    for name in names:
+    entries: list[dict[str, Any]] = []
+    summary: dict[str, Any] = {}
+    for i, name in enumerate(names):
         entry = run_one(folder, name, out, quick=quick, timeout=timeout)
         entries.append(entry)
+        summary = {"started": started, "seconds": round(time.perf_counter() - t0, 2), "quick": quick,
+                   "machine": machine(), "folder": str(folder), "complete": i == len(names) - 1,
+                   "pending": names[i + 1:], "benchmarks": entries,
+                   "failed": [e["name"] for e in entries if e["status"] not in ("ok", "skipped")]}
+        write_summary(out, summary)
         if progress:
             progress(entry)
-    summary = {"started": started, "seconds": round(time.perf_counter() - t0, 2), "quick": quick,
-               "machine": machine(), "folder": str(folder), "benchmarks": entries,
-               "failed": [e["name"] for e in entries if e["status"] not in ("ok", "skipped")]}
-    write_json(out / "summary.json", summary)
-    text = summary_markdown(summary)
-    tmp = out / ".SUMMARY.md.tmp"
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, out / "SUMMARY.md")
     return summary
+
+
+def write_summary(out: Path, summary: dict[str, Any]) -> None:
+    """``summary.json`` and ``SUMMARY.md`` in ``out``, each written atomically."""
+    write_json(out / "summary.json", summary)
+    tmp = out / ".SUMMARY.md.tmp"
+    tmp.write_text(summary_markdown(summary), encoding="utf-8")
+    os.replace(tmp, out / "SUMMARY.md")
 
 
 def _num(v: Any) -> str:
@@ -220,7 +229,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         "# Benchmark summary", "",
         f"`deepfoundry bench{' --quick' if summary['quick'] else ''}`, {kind}; started {summary['started']}, "
         f"{summary['seconds']:.0f} s in all, on {_machine_text(m)} ({m['system']}, Python {m['python']}).",
-        "ratio = ours / peer in the direction the metric states.", "",
+        "ratio = ours / peer in the direction the metric states."
+        + (f" Incomplete: not run yet: {', '.join(summary['pending'])}." if summary.get("pending") else ""), "",
         "| benchmark | metric | ours | peer | ratio | target | met | date | machine |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
