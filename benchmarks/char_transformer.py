@@ -10,7 +10,7 @@ Both final models are scored on
 the anchor's validation set (the last 10% of the text, non-overlapping 128-character windows); ours also
 reports its own validation split (the first half of that 10%). Run under the CPU lock:
 
-``--quick``: the first 150,000 characters only (a copy in a temporary folder), one epoch: smoke figures.
+``--quick``: the first 60,000 characters only (a copy in a temporary folder), one epoch: smoke figures.
 
 usage: flock /tmp/deepfoundry-cpu.lock python benchmarks/char_transformer.py [--minutes 10] [--threads 2] [--quick]
 """
@@ -105,12 +105,12 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=10)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--data", default=str(SHARED / "datasets" / "tinyshakespeare" / "input.txt"))
-    p.add_argument("--quick", action="store_true", help="the first 150,000 characters, one epoch (smoke)")
+    p.add_argument("--quick", action="store_true", help="the first 60,000 characters, one epoch (smoke)")
     a = p.parse_args()
     path = Path(a.data)
     if a.quick:
         folder = Path(tempfile.mkdtemp())
-        (folder / "input.txt").write_text(path.read_text(encoding="utf-8")[:150_000], encoding="utf-8")
+        (folder / "input.txt").write_text(path.read_text(encoding="utf-8")[:60_000], encoding="utf-8")
         path, a.minutes = folder / "input.txt", 0.05
     ours_res = ours(path, a.minutes, a.threads)
     # the anchor gets exactly the wall time our whole run took (its cosine follows the time budget)
