@@ -14,7 +14,9 @@ and prints the table: train accuracy (eval mode, no augmentation), val and test 
 final weights, the train-val gap, the lowest val loss and the final one (the rise between them is
 the overfitting).
 
-usage: python benchmarks/ablation.py [--data DIR] [--epochs 30]
+``--quick``: 3 epochs per arm (smoke figures: too short for the regularisers to matter).
+
+usage: python benchmarks/ablation.py [--data DIR] [--epochs 30] [--quick]
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from _common import RESULTS, SHARED, print_table, write_result
+from _common import SHARED, print_table, results_dir, summary_row, write_result
 import deepfoundry
 from deepfoundry.config import load_config
 from deepfoundry.data import build_data
@@ -125,20 +127,30 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=str(SHARED / "datasets" / "mnist"))
     ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--quick", action="store_true", help="3 epochs per arm (smoke)")
     args = ap.parse_args()
+    if args.quick:
+        args.epochs = 3
+    out = results_dir(args.quick)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, overrides in ARMS.items():
             rows.append(run_arm(name, overrides, args.data, args.epochs, tmp))
             print(f"{name}: val acc {rows[-1]['val_acc']:.4f}  ({rows[-1]['seconds']:.1f}s)", flush=True)
     rows.append(plain_anchor(args.data, args.epochs))
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    plot(rows, RESULTS / "ablation.png")
+    out.mkdir(parents=True, exist_ok=True)
+    plot(rows, out / "ablation.png")
     table = [{k: v for k, v in r.items() if k != "curves"} for r in rows]
+    acc = {r["arm"]: r["test_acc"] for r in rows}
+    summary = [summary_row("test accuracy, no regulariser: recipe vs plain loop (same model)", acc["none"],
+                           acc["plain torch (none)"], "plain PyTorch loop"),
+               summary_row("test accuracy, all regularisers vs none (higher is better)", acc["all"], acc["none"],
+                           "deepfoundry, no regulariser", "ratio > 1", acc["all"] > acc["none"])]
     print_table(table)
     path = write_result("ablation", {"recipe": "mlp-mnist-ablation", "data": args.data, "epochs": args.epochs,
-                                     "arms": ARMS, "rows": rows, "plot": "benchmarks/results/ablation.png"})
-    print(f"wrote {path} and {RESULTS / 'ablation.png'}")
+                                     "arms": ARMS, "rows": rows, "plot": "ablation.png"}, quick=args.quick,
+                        summary=summary)
+    print(f"wrote {path} and {out / 'ablation.png'}")
 
 
 if __name__ == "__main__":

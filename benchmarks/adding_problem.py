@@ -10,7 +10,9 @@ validation MSE first falls below 0.01 (epoch granularity), seconds per epoch, an
 MSE beside the trivial baseline (predict 1.0). It also plots ``||dL/dh_t||`` of the three trained
 seed-0 models and their initialisations (benchmarks/results/adding_problem_gradients.png).
 
-usage: python benchmarks/adding_problem.py [--seeds 0 1] [--epochs 8] [--cells rnn lstm gru] [--skip-plain]
+``--quick``: seed 0, the LSTM recipe and the plain loop, 1 epoch each (smoke figures: nothing is solved in one epoch).
+
+usage: python benchmarks/adding_problem.py [--seeds 0 1] [--epochs 8] [--cells rnn lstm gru] [--skip-plain] [--quick]
        python benchmarks/adding_problem.py --throughput-rounds 4   (seconds per epoch, alternating)
 """
 from __future__ import annotations
@@ -24,11 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from _common import RESULTS, print_table, write_result
+from _common import print_table, results_dir, summary_row, write_result
 import deepfoundry
 from deepfoundry.data.timeseries import adding_problem
 
 SOLVED = 0.01
+QUICK = False  # --quick: where the plot goes (results/quick/ without $DEEPFOUNDRY_BENCH_OUT)
 FAST = {"trainer.progress": False, "trainer.report": False, "trainer.tensorboard": False}
 
 
@@ -110,8 +113,8 @@ def gradient_plot(runs: dict[str, "deepfoundry.Run"]) -> tuple[str, dict]:
     ax.set(xlabel="time step t", ylabel="mean ||dL/dh_t||", yscale="log",
            title="Adding problem T=100: gradient reaching each step (BPTT)")
     ax.legend(fontsize="small", ncol=3)
-    path = RESULTS / "adding_problem_gradients.png"
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = results_dir(QUICK) / "adding_problem_gradients.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return str(path), profiles
@@ -146,7 +149,11 @@ def main() -> None:
     parser.add_argument("--skip-plain", action="store_true")
     parser.add_argument("--throughput-rounds", type=int, default=0,
                         help="only time one LSTM epoch per side, alternating, this many rounds")
+    parser.add_argument("--quick", action="store_true", help="seed 0, LSTM only, 1 epoch (smoke)")
     args = parser.parse_args()
+    if args.quick:
+        global QUICK
+        QUICK, args.seeds, args.epochs, args.cells = True, [0], 1, ["lstm"]
     if args.throughput_rounds:
         return throughput(args.throughput_rounds)
     cfg = deepfoundry.config.load_config("adding-lstm")
@@ -174,8 +181,18 @@ def main() -> None:
         ratio = float(np.mean([b["s_per_epoch"] / a["s_per_epoch"] for a, b in zip(pl, ls)]))
         print(f"deepfoundry adding-lstm seconds per epoch / plain loop's: {ratio:.3f}")
     print(f"gradient plot: {plot}")
+    first = {r["loop"]: r for r in rows if r["seed"] == args.seeds[0]}
+    summary = [summary_row(f"test MSE, {loop} (seed {args.seeds[0]}; trivial baseline about 0.167)", r["test_mse"],
+                           target=f"< {SOLVED}", met=r["test_mse"] < SOLVED)
+               for loop, r in first.items() if loop.startswith("deepfoundry")]
+    if ratio is not None:
+        summary.append(summary_row("s per epoch, adding-lstm vs plain LSTM loop (lower is better)",
+                                   float(np.mean([r["s_per_epoch"] for r in ls])),
+                                   float(np.mean([r["s_per_epoch"] for r in pl])), "plain PyTorch LSTM loop",
+                                   ratio=ratio))
     path = write_result("adding_problem", {"epochs": epochs, "seeds": args.seeds, "threshold": SOLVED, "rows": rows,
-                                           "seconds_per_epoch_ratio_lstm": ratio, "gradient_profiles": profiles})
+                                           "seconds_per_epoch_ratio_lstm": ratio, "gradient_profiles": profiles},
+                        quick=args.quick, summary=summary)
     print(f"wrote {path}")
 
 

@@ -36,7 +36,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from _common import SHARED, print_table, write_result
+from _common import summary_row, SHARED, print_table, write_result
 from deepfoundry.data.augment import PRESETS, BatchAugment
 from deepfoundry.data.images import read_cifar_batch, read_idx
 
@@ -358,11 +358,18 @@ def main() -> None:
     print_table(same)
     seconds = time.perf_counter() - started
     print(f"threads {torch.get_num_threads()}; kornia {kornia.__version__}; {seconds:.0f} s")
-    write_result("augment_throughput_quick" if args.quick else "augment_throughput", {
+    cpu = {r["method"]: r["images_per_s"] for r in pipeline if r["device"] == "cpu"}
+    ours_ips = cpu["deepfoundry batch on tensors (per-sample params)"]
+    summary = [summary_row("images/s, CIFAR augmentation pipeline: deepfoundry batch vs per-sample PIL (best workers)",
+                           ours_ips, baseline, "torchvision PIL transforms in a DataLoader"),
+               summary_row("images/s, CIFAR augmentation pipeline: deepfoundry vs kornia (CPU)", ours_ips,
+                           cpu["kornia batch on tensors (per-sample params)"], f"kornia {kornia.__version__}")]
+    write_result("augment_throughput", {
         "images": len(images), "batch_size": args.batch_size, "transforms": ENTRIES, "rows": pipeline,
         "ops": ops, "op_batch_sizes": args.batch_sizes, "steps": args.steps, "repeats": args.repeats,
         "threads": args.threads,
-        "equivalence": same, "kornia": kornia.__version__, "seconds": round(seconds, 1)})
+        "equivalence": same, "kornia": kornia.__version__, "seconds": round(seconds, 1)},
+        quick=args.quick, summary=summary)
 
 
 if __name__ == "__main__":

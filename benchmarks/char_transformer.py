@@ -10,7 +10,9 @@ Both final models are scored on
 the anchor's validation set (the last 10% of the text, non-overlapping 128-character windows); ours also
 reports its own validation split (the first half of that 10%). Run under the CPU lock:
 
-usage: flock /tmp/deepfoundry-cpu.lock python benchmarks/char_transformer.py [--minutes 10] [--threads 2]
+``--quick``: the first 60,000 characters only (a copy in a temporary folder), one epoch: smoke figures.
+
+usage: flock /tmp/deepfoundry-cpu.lock python benchmarks/char_transformer.py [--minutes 10] [--threads 2] [--quick]
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from _common import SHARED, print_table, write_result
+from _common import SHARED, print_table, summary_row, write_result
 import deepfoundry
 from deepfoundry.config import load_config
 from deepfoundry.models import build_model
@@ -103,8 +105,13 @@ def main() -> None:
     p.add_argument("--minutes", type=float, default=10)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--data", default=str(SHARED / "datasets" / "tinyshakespeare" / "input.txt"))
+    p.add_argument("--quick", action="store_true", help="the first 60,000 characters, one epoch (smoke)")
     a = p.parse_args()
     path = Path(a.data)
+    if a.quick:
+        folder = Path(tempfile.mkdtemp())
+        (folder / "input.txt").write_text(path.read_text(encoding="utf-8")[:60_000], encoding="utf-8")
+        path, a.minutes = folder / "input.txt", 0.05
     ours_res = ours(path, a.minutes, a.threads)
     # the anchor gets exactly the wall time our whole run took (its cosine follows the time budget)
     anchor_res = anchor(path, ours_res["wall_s"] / 60, a.threads)
@@ -121,7 +128,12 @@ def main() -> None:
                       "anchor: the same minutes of its own training time (its evaluation excluded); "
                       "val_loss on the anchor's validation set."}
     print(json.dumps(result))
-    write_result("char_transformer", result)
+    summary = [summary_row("validation loss (nats/char) after the same wall time (lower is better)",
+                           ours_res["val_loss"], anchor_res["final"]["val_loss"], "plain GPT loop (anchor)",
+                           "ratio <= 1", ours_res["val_loss"] <= anchor_res["final"]["val_loss"]),
+               summary_row("training chars/s", ours_res["chars_per_s"], anchor_res["tokens_per_s"],
+                           "plain GPT loop (anchor)")]
+    write_result("char_transformer", {**result, "data": str(path)}, quick=a.quick, summary=summary)
 
 
 if __name__ == "__main__":

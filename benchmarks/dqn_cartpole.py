@@ -17,7 +17,10 @@ All runs go at the same time, each in its own single-threaded process (``--worke
 5 seeds x 2 sides), so both sides see the same machine load; on a busy machine the training
 seconds are inflated alike for both, and the ratios are what to compare.
 
-usage: python benchmarks/dqn_cartpole.py [--seeds 5] [--only ours|sb3] [--workers 10] [--set key=value ...]
+``--quick``: 1 seed, 10k environment steps each side (``task.total_steps=10000`` for ours), 2 workers:
+smoke figures; 475 is seldom reached that early, so the times to it may be missing.
+
+usage: python benchmarks/dqn_cartpole.py [--seeds 5] [--only ours|sb3] [--workers 10] [--set key=value ...] [--quick]
 """
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ import numpy as np
 import torch
 import yaml
 
-from _common import print_table, write_result
+from _common import print_table, summary_row, write_result
 import deepfoundry
 
 STEPS, EVAL_EVERY, TARGET = 50_000, 2_500, 475.0
@@ -53,7 +56,7 @@ def greedy_mean(predict, episodes: int, seed: int) -> float:
     return float(np.mean(returns))
 
 
-def sb3(seed: int) -> dict:
+def sb3(seed: int, steps: int = STEPS) -> dict:
     torch.set_num_threads(1)
     import gymnasium as gym
     from stable_baselines3 import DQN
@@ -84,12 +87,12 @@ def sb3(seed: int) -> dict:
             return True
 
     probe = Probe()
-    model.learn(STEPS, callback=probe)
+    model.learn(steps, callback=probe)
     train_s = time.perf_counter() - probe.t0 - probe.eval_s
     return {"seed": seed, "first_steps": probe.hit[0] if probe.hit else None,
             "first_seconds": round(probe.hit[1], 2) if probe.hit else None,
             "train_seconds": round(train_s, 2), "final_mean": greedy_mean(predict, 20, 20_000 + seed),
-            "last_weights_mean": None, "returned": "last (50k)", "curve": probe.curve}
+            "last_weights_mean": None, "returned": f"last ({steps // 1000}k)", "curve": probe.curve}
 
 
 def ours(seed: int, overrides: dict) -> dict:
@@ -123,15 +126,20 @@ def main() -> None:
     parser.add_argument("--only", choices=["ours", "sb3"], default=None)
     parser.add_argument("--workers", type=int, default=10, help="runs at a time (each one torch thread)")
     parser.add_argument("--set", action="append", default=[], help="override of our recipe, key=value (YAML)")
+    parser.add_argument("--quick", action="store_true", help="1 seed, 10k steps each side, 2 workers (smoke)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
+    steps = STEPS
+    if args.quick:
+        steps, args.seeds, args.workers = 10_000, 1, 2
+        overrides["task.total_steps"] = steps
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     names = {"sb3": "Stable-Baselines3 DQN (rl-zoo)", "ours": "deepfoundry dqn-cartpole"}
     jobs = [(side, seed) for seed in seeds for side in ("sb3", "ours") if args.only in (None, side)]
     # SB3 and ours side by side in single-threaded processes (the same machine load for both)
     with ProcessPoolExecutor(max_workers=args.workers) as pool:
-        futures = [pool.submit(sb3, seed) if side == "sb3" else pool.submit(ours, seed, overrides)
+        futures = [pool.submit(sb3, seed, steps) if side == "sb3" else pool.submit(ours, seed, overrides)
                    for side, seed in jobs]
         done = [f.result() for f in futures]
     sides: dict[str, list[dict]] = {}
@@ -150,7 +158,7 @@ def main() -> None:
                      "reached": sum(r["first_steps"] is not None for r in results),
                      "final mean min": min(r["final_mean"] for r in results),
                      "final mean median": statistics.median(r["final_mean"] for r in results),
-                     "median s (50k)": statistics.median(r["train_seconds"] for r in results)})
+                     f"median s ({steps // 1000}k)": statistics.median(r["train_seconds"] for r in results)})
     print_table(rows)
     print_table([{k: ("-" if v is None else v) for k, v in r.items()} for r in per_seed])
     ratios = {}
@@ -158,10 +166,19 @@ def main() -> None:
         ratios = {k: rows[1][k] / rows[0][k] for k in ("median steps to 475", "median s to 475")}
         print("deepfoundry / SB3: " + ", ".join(f"{k} {v:.2f}" for k, v in ratios.items()) + " (target < 1)")
     if args.only is None and args.first_seed == 0:
-        path = write_result("dqn_cartpole", {"steps": STEPS, "eval_every": EVAL_EVERY, "target": TARGET,
+        by = {("sb3" if "Stable" in r["agent"] else "ours"): r for r in rows}
+        summary = [summary_row(f"{key} (lower is better)", by["ours"][key], by["sb3"][key],
+                               "Stable-Baselines3 DQN", "ratio < 1",
+                               None if not (by["ours"][key] and by["sb3"][key]) else by["ours"][key] < by["sb3"][key])
+                   for key in ("median steps to 475", "median s to 475")]
+        summary.append(summary_row(f"median final greedy mean return, {steps // 1000}k steps, 20 held-out episodes "
+                                   "(higher is better)", by["ours"]["final mean median"],
+                                   by["sb3"]["final mean median"], "Stable-Baselines3 DQN"))
+        path = write_result("dqn_cartpole", {"steps": steps, "eval_every": EVAL_EVERY, "target": TARGET,
                                              "overrides": overrides, "table": rows, "ratios": ratios,
                                              "per_seed": per_seed,
-                                             "curves": {n: [r["curve"] for r in res] for n, res in sides.items()}})
+                                             "curves": {n: [r["curve"] for r in res] for n, res in sides.items()}},
+                            quick=args.quick, summary=summary)
         print(f"wrote {path}")
 
 

@@ -3,7 +3,10 @@ training of the same recipe (default `mlp-digits`, 5 clients, 20 rounds, Dirichl
 
 Accuracies are real results; seconds are smoke figures (client processes start on a shared machine).
 
+``--quick``: 3 clients, 3 rounds (smoke figures).
+
 usage: python benchmarks/federated.py [--recipe mlp-digits] [--clients 5] [--rounds 20] [--partition dirichlet:0.5]
+       [--quick]
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import print_table, write_result
+from _common import print_table, summary_row, write_result
 import deepfoundry
 from deepfoundry.responsible.federated import federate
 
@@ -48,15 +51,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--partition", default="dirichlet:0.5")
     parser.add_argument("--mu", type=float, default=0.01)
+    parser.add_argument("--quick", action="store_true", help="3 clients, 3 rounds (smoke)")
     args = parser.parse_args()
+    if args.quick:
+        args.clients, args.rounds = 3, 3
     rows = [centralised(args.recipe),
             federated(args.recipe, args.clients, args.rounds, args.partition, "fedavg", args.mu),
             federated(args.recipe, args.clients, args.rounds, args.partition, "fedprox", args.mu)]
     print_table([{k: v for k, v in r.items() if not k.startswith("val_by")} for r in rows])
     for r in rows[1:]:
         print(f"{r['method']:>16} val accuracy by round: {r['val_by_round']}")
+    summary = [summary_row(f"test accuracy, {r['method']}, {args.clients} clients x {args.rounds} rounds vs centralised",
+                           r["test_accuracy"], rows[0]["test_accuracy"], f"centralised {args.recipe}")
+               for r in rows[1:]]
     path = write_result("federated", {**vars(args), "rows": rows,
-                                      "note": "accuracies are real; seconds are smoke figures on a shared machine"})
+                                      "note": "accuracies are real; seconds are smoke figures on a shared machine"},
+                        quick=args.quick, summary=summary)
     print(f"result: {path}")
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from _common import print_table, write_result
+from _common import summary_row, print_table, write_result
 
 from deepfoundry.engine.checkpoint import load_weights
 
@@ -133,9 +133,15 @@ def main() -> None:
                 "ok (exit 143 + message + exact)": sum(r["ok"] for r in terms)}]
     for s in summary:
         print_table([s])
-    write_result("kill_resume" + ("_quick" if args.quick else ""),
-                 {"rows": rows, "summary": summary, "seconds": round(time.perf_counter() - started, 1),
-                  "seed": args.seed, "lengths_s": lengths})
+    headline = [summary_row(f"SIGKILL trials resumed bit-identical (of {len(kills)})",
+                            summary[0]["bit_identical"], target=f"all {len(kills)}",
+                            met=bool(kills) and summary[0]["bit_identical"] == len(kills)),
+                summary_row(f"SIGTERM trials: exit 143, message and bit-identical resume (of {len(terms)})",
+                            summary[1]["ok (exit 143 + message + exact)"], target=f"all {len(terms)}",
+                            met=bool(terms) and summary[1]["ok (exit 143 + message + exact)"] == len(terms))]
+    write_result("kill_resume",
+                 {"rows": rows, "signals": summary, "seconds": round(time.perf_counter() - started, 1),
+                  "seed": args.seed, "lengths_s": lengths}, quick=args.quick, summary=headline)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ depend on them). Both sides run ``LanguageModelTask.generate`` greedily from the
 - cached: each layer's keys/values are kept, one token through the model per step.
 Both must produce the same text (checked). Rounds alternate which side goes first; medians are reported.
 
-usage: flock /tmp/deepfoundry-cpu.lock python benchmarks/kv_cache.py [--lengths 64 128 256 512] [--rounds 3]
+usage: flock /tmp/deepfoundry-cpu.lock python benchmarks/kv_cache.py [--lengths 64 128 256 512] [--rounds 3] [--quick]
+
+``--quick``: lengths 64 and 128, one round (smoke figures).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import time
 
 import torch
 
-from _common import print_table, write_result
+from _common import print_table, summary_row, write_result
 from deepfoundry.data.text import CharTokenizer
 from deepfoundry.models.transformer import transformer_lm
 from deepfoundry.tasks.language_model import LanguageModelTask
@@ -29,7 +31,10 @@ def main() -> None:
     p.add_argument("--lengths", type=int, nargs="+", default=[64, 128, 256, 512])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="lengths 64 and 128, 1 round (smoke)")
     a = p.parse_args()
+    if a.quick:
+        a.lengths, a.rounds = [64, 128], 1
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     tok = CharTokenizer.fit("abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ.,;:!?'\n-")
@@ -52,8 +57,11 @@ def main() -> None:
         rows.append({"tokens": n, "uncached_tok_s": round(plain, 1), "cached_tok_s": round(cached, 1),
                      "speedup": round(cached / plain, 2), "same_text": True})
     print_table(rows)
+    summary = [summary_row(f"tokens/s generating {r['tokens']} tokens, KV cache vs none", r["cached_tok_s"],
+                           r["uncached_tok_s"], "uncached (the whole prefix each token)", "ratio > 1",
+                           r["cached_tok_s"] > r["uncached_tok_s"]) for r in rows]
     write_result("kv_cache", {"model": "transformer_lm 4 x 256, 4 heads", "threads": a.threads, "rounds": a.rounds,
-                              "rows": rows})
+                              "rows": rows}, quick=a.quick, summary=summary)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ dropout 0.2, untied linear output, AdamW 2e-3 (weight decay 0.01), gradient clip
   (:class:`LMWindowLoader`), no run directory, no validation.
 Rounds alternate which side goes first; the ratio is of median characters per second.
 
-usage: python benchmarks/lstm_lm.py [--steps 12] [--rounds 3] [--threads 2]
+usage: python benchmarks/lstm_lm.py [--steps 12] [--rounds 3] [--threads 2] [--quick]
+
+``--quick``: 4 steps a round, one round (smoke figures).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from _common import SHARED, print_table, write_result
+from _common import summary_row, SHARED, print_table, write_result
 from deepfoundry import Trainer
 from deepfoundry.config import OptimConfig, TrainerConfig
 from deepfoundry.data import ArrayLoader, DataBundle
@@ -72,7 +74,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="4 steps a round, 1 round (smoke)")
     args = parser.parse_args()
+    if args.quick:
+        args.steps, args.rounds = 4, 1
     torch.set_num_threads(args.threads)
     bundle = tinyshakespeare(root=str(SHARED / "datasets" / "tinyshakespeare"))
     train, info = bundle.train.ids, bundle.info
@@ -93,7 +98,11 @@ def main() -> None:
     print(f"trainer chars/s / plain-loop chars/s: {ratio:.3f} (target >= 0.97)")
     path = write_result("lstm_lm", {"job": "char LSTM LM 2x512, emb 128, batch 64 x 128 chars, AdamW, clip 1.0",
                                      "steps_per_round": args.steps, "rounds": args.rounds, "threads": args.threads,
-                                     "chars_per_s": runs, "table": rows, "trainer_throughput_ratio": ratio})
+                                     "chars_per_s": runs, "table": rows, "trainer_throughput_ratio": ratio},
+                        quick=args.quick,
+                        summary=[summary_row("chars/s, Trainer vs plain loop (char LSTM LM 2x512)",
+                                             statistics.median(runs["trainer"]), base, "plain PyTorch loop",
+                                             "ratio >= 0.97", ratio >= 0.97)])
     print(f"wrote {path}")
 
 

@@ -6,7 +6,9 @@ on the 140 training nodes; validation and test on sampled neighbourhoods too). R
 test accuracy, seconds per run, and the mean number of nodes in a sampled training batch against
 the 2,708 of the whole graph (what bounds memory on a graph too large for full-batch training).
 
-usage: python benchmarks/neighbor_sampling.py [--data DIR] [--seeds 1] [--threads 1]
+usage: python benchmarks/neighbor_sampling.py [--data DIR] [--seeds 1] [--threads 1] [--quick]
+
+``--quick``: 20 epochs per run (smoke figures).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import tempfile
 
 import torch
 
-from _common import SHARED, print_table, write_result
+from _common import summary_row, SHARED, print_table, write_result
 import deepfoundry
 from deepfoundry.config import DataConfig
 from deepfoundry.data import build_data
@@ -36,7 +38,9 @@ def main() -> None:
     parser.add_argument("--data", default=str(SHARED / "datasets" / "cora"))
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="20 epochs per run (smoke)")
     args = parser.parse_args()
+    epochs = {"trainer.epochs": 20} if args.quick else {}
     rows, raw = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         for recipe in ("gcn-cora", "sage-cora"):
@@ -45,7 +49,7 @@ def main() -> None:
                 for seed in range(args.seeds):
                     run = deepfoundry.train(recipe, overrides={"data.root": args.data, "seed": seed,
                                                                "trainer.progress": False, "trainer.report": False,
-                                                               "trainer.threads": args.threads, **extra},
+                                                               "trainer.threads": args.threads, **extra, **epochs},
                                             out=f"{tmp}/{recipe}-{len(extra)}-{seed}")
                     accs.append(run.results["test"]["accuracy"])
                     secs.append(run.results["seconds"])
@@ -56,8 +60,12 @@ def main() -> None:
     nodes = batch_nodes(args.data)
     print_table(rows)
     print(f"mean nodes in a sampled training batch: {nodes:.0f} of 2,708")
+    summary = [summary_row(f"test accuracy, {full['recipe']}: neighbour-sampled vs full batch", sampled["test acc mean"],
+                           full["test acc mean"], "full-batch training")
+               for full, sampled in zip(rows[0::2], rows[1::2])]
     path = write_result("neighbor_sampling", {"data": args.data, "threads": args.threads, "runs": raw, "table": rows,
-                                              "mean_batch_nodes": nodes})
+                                              "mean_batch_nodes": nodes, "epochs": epochs}, quick=args.quick,
+                        summary=summary)
     print(f"wrote {path}")
 
 

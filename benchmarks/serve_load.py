@@ -11,6 +11,7 @@ formed (from its /metrics). Rows: a ``vgg11-bn-cifar10`` run (1 epoch, ``data.li
 
     python benchmarks/serve_load.py                        # trains both runs into runs/serve_load once
     python benchmarks/serve_load.py --requests 500 --seconds 20 --models lenet5-digits   # a quick look
+    python benchmarks/serve_load.py --quick                # the same quick look (smoke figures)
 
 The servers and the load share the machine's cores: on a small or shared machine the figures are smoke
 figures; compare servers within one run of this script.
@@ -32,7 +33,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SHARED, print_table, write_result  # noqa: E402
+from _common import summary_row, SHARED, print_table, write_result  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 SERVERS = ("serve", "plain-fastapi", "litserve")
@@ -285,7 +286,10 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=HERE.parent / "runs" / "serve_load",
                         help="where the benchmark's runs are trained (once)")
     parser.add_argument("--name", default="serve_load", help="result file benchmarks/results/NAME.json")
+    parser.add_argument("--quick", action="store_true", help="lenet5-digits only, 500 requests, 20 s per server")
     args = parser.parse_args()
+    if args.quick and not args.server:
+        args.models, args.requests, args.seconds = ["lenet5-digits"], 500, 20
     if args.server == "plain-fastapi":
         return plain_fastapi(args.run, args.port)
     if args.server == "litserve":
@@ -298,7 +302,13 @@ def main() -> None:
     print()
     print_table(table)
     settings = {k: getattr(args, k) for k in ("requests", "seconds", "clients", "max_batch", "max_wait_ms")}
-    path = write_result(args.name, {"benchmark": "serve_load", "settings": settings, "rows": rows})
+    rps = {(r["model"], r["server"]): r["throughput_rps"] for r in rows}
+    summary = [summary_row(f"requests/s, {model}: deepfoundry serve vs {peer}", rps[model, "serve"], rps[model, peer],
+                           peer, "ratio > 1", rps[model, "serve"] > rps[model, peer])
+               for model in args.models for peer in args.servers
+               if peer != "serve" and (model, "serve") in rps and (model, peer) in rps]
+    path = write_result(args.name, {"benchmark": "serve_load", "settings": settings, "rows": rows},
+                        quick=args.quick, summary=summary)
     print(f"\nresult: {path}")
 
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import SHARED, print_table, write_result  # noqa: E402
+from _common import summary_row, SHARED, print_table, write_result  # noqa: E402
 
 import deepfoundry  # noqa: E402
 from deepfoundry.config import load_config  # noqa: E402
@@ -178,15 +178,21 @@ def main() -> None:
             print_table(text_rows)
         except Exception as exc:  # the image comparison above stands on its own
             print(f"text transfer failed: {type(exc).__name__}: {exc}", flush=True)
-    if not args.quick:
-        write_result("transfer", {
-            "text": {"dataset": "sentiment-synthetic", "size": args.text_size, "rows": text_rows},
-            "setup": {"backbone": BACKBONE, "pretrain_classes": [0, 1, 2, 3, 4], "pretrain_epochs": pre_epochs,
-                      "finetune_classes": [5, 6, 7, 8, 9], "labelled_images": 500, "epochs": epochs, "lr": args.lr,
-                      "seeds": seeds, "test_images": 5000},
-            "pretrain": {"test_accuracy": pre_acc, "seconds": pre_seconds},
-            "rows": rows, "margin_mean": margin[0], "margin_std": margin[1], "margins": margins,
-            "total_seconds": time.perf_counter() - total_start})
+    by = {r["arm"]: r["test_acc_mean"] for r in rows}
+    summary = [summary_row("test accuracy on classes 5-9 from 500 images, fine-tuned vs from scratch",
+                           by["fine-tuned (deepfoundry)"], by["from scratch (deepfoundry)"],
+                           "from scratch (deepfoundry)", "ratio > 1",
+                           by["fine-tuned (deepfoundry)"] > by["from scratch (deepfoundry)"]),
+               summary_row("test accuracy, fine-tuned: deepfoundry vs plain PyTorch loop", by["fine-tuned (deepfoundry)"],
+                           by["fine-tuned (plain PyTorch)"], "plain PyTorch fine-tuning loop")]
+    write_result("transfer", {
+        "text": {"dataset": "sentiment-synthetic", "size": args.text_size, "rows": text_rows},
+        "setup": {"backbone": BACKBONE, "pretrain_classes": [0, 1, 2, 3, 4], "pretrain_epochs": pre_epochs,
+                  "finetune_classes": [5, 6, 7, 8, 9], "labelled_images": 500, "epochs": epochs, "lr": args.lr,
+                  "seeds": seeds, "test_images": 5000},
+        "pretrain": {"test_accuracy": pre_acc, "seconds": pre_seconds},
+        "rows": rows, "margin_mean": margin[0], "margin_std": margin[1], "margins": margins,
+        "total_seconds": time.perf_counter() - total_start}, quick=args.quick, summary=summary)
 
 
 if __name__ == "__main__":

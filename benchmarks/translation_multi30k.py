@@ -20,6 +20,7 @@ The final model's test BLEU by source-length bucket is stored too (the fixed-con
 usage: python benchmarks/translation_multi30k.py [--models transformer,gru-attention,gru-none] [--minutes 45]
        [--eval-every 5] [--threads 2] [--anchor] [--data DIR] [--final-beam 5] [--name NAME]
        python benchmarks/translation_multi30k.py --merge results/A.json results/B.json --name NAME
+       python benchmarks/translation_multi30k.py --quick   (skipped: records why, see QUICK_SKIP)
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from typing import Any
 
 import torch
 
-from _common import SHARED, print_table, write_result
+from _common import summary_row, write_skipped, SHARED, print_table, write_result
 from deepfoundry.api import model_context
 from deepfoundry.engine import seed_everything
 from deepfoundry.config import load_config
@@ -104,10 +105,16 @@ def time_steps(task: Any, loader: Any, n: int = 4) -> float:
     return (time.perf_counter() - started) / n
 
 
+QUICK_SKIP = ("no quick version: every BLEU point translates all 1,000 test_2016_flickr sentences greedily (twice "
+              "at the end), which alone takes minutes on 2 cores, more than the suite's quick budget "
+              "(a 30-second smoke run on 5,000 pairs went past 10 minutes on a loaded machine)")
+
+
 def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
     cfg = load_config(RECIPES[name], {"data.root": str(args.data), "trainer.progress": False,
                                       "trainer.tensorboard": False, "trainer.threads": args.threads,
-                                      "task.val_bleu": False, "trainer.monitor": "val_loss", "trainer.mode": "min"})
+                                      "task.val_bleu": False, "trainer.monitor": "val_loss", "trainer.mode": "min",
+                                      **({"data.limit": args.limit} if args.limit else {})})
     torch.set_num_threads(args.threads)
     seed_everything(cfg.seed)
     data = build_data(cfg.data, seed=cfg.seed)
@@ -253,7 +260,13 @@ def main() -> None:
     parser.add_argument("--name", default="translation_multi30k", help="results/NAME.json (and NAME.png)")
     parser.add_argument("--merge", type=Path, nargs="+", default=None,
                         help="train nothing: combine these result JSONs into results/NAME.json and NAME.png")
+    parser.add_argument("--limit", type=int, default=None, help="first N training pairs only (smoke runs)")
+    parser.add_argument("--quick", action="store_true", help="no quick version: records why and exits")
     args = parser.parse_args()
+    if args.quick:
+        print(f"--quick: {QUICK_SKIP}")
+        write_skipped(args.name, QUICK_SKIP)
+        return
     if args.merge:
         merge(args.merge, args.name)
         return
@@ -268,9 +281,14 @@ def main() -> None:
         results[name] = run_model(name, args)
     rows = table(results, {name: marks_of(args.minutes, args.eval_every) for name in results})
     print_table(rows)
+    anchor_bleu = results.get("anchor", {}).get("final_bleu")
+    summary = [summary_row(f"test BLEU (greedy) after {args.minutes:g} min of training, {name}", res["final_bleu"],
+                           anchor_bleu, "plain nn.Transformer (anchor)" if anchor_bleu else None)
+               for name, res in results.items() if name != "anchor"]
     path = write_result(args.name, {"job": JOB,
                                     "minutes": args.minutes, "eval_every": args.eval_every, "threads": args.threads,
-                                    "results": results, "table": rows})
+                                    "limit": args.limit, "results": results, "table": rows},
+                        quick=args.quick, summary=summary)
     print(f"wrote {path} and {plot_curves(results, path.with_suffix('.png'))}")
 
 

@@ -8,7 +8,9 @@ torch thread, no TensorBoard, no progress bar. Rows: the default config; each st
 epochs actually trained (the work pruning saves, free of timing noise), its ratio to the
 unpruned study, the best trial's validation accuracy and that trial's test accuracy.
 
-usage: flock /tmp/deepfoundry-cpu.lock python benchmarks/tuning.py [--trials 20] [--pruners median,none]
+``--quick``: 4 trials per study, 5 epochs per run (smoke figures).
+
+usage: flock /tmp/deepfoundry-cpu.lock python benchmarks/tuning.py [--trials 20] [--pruners median,none] [--quick]
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import print_table, write_result
+from _common import summary_row, print_table, write_result
 
 import deepfoundry
 from deepfoundry.tune import tune
@@ -31,7 +33,11 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--pruners", default="median,none", help="comma-separated: median, hyperband, none")
     parser.add_argument("--seed", type=int, default=0, help="TPE sampler seed (the same for every study)")
+    parser.add_argument("--quick", action="store_true", help="4 trials per study, 5 epochs per run (smoke)")
     args = parser.parse_args()
+    if args.quick:
+        args.trials = 4
+        COMMON["trainer.epochs"] = 5
     work = Path(tempfile.mkdtemp(prefix="deepfoundry-tuning-"))
 
     started = time.perf_counter()
@@ -62,11 +68,20 @@ def main() -> None:
                      "wall ratio": round(s["wall_seconds"] / base["wall_seconds"], 3) if base else "",
                      "best val acc": s["best_val_accuracy"], "its test acc": s["best_test_accuracy"]})
     print_table(rows)
+    summary = []
+    if "median" in studies and base:
+        med = studies["median"]
+        summary.append(summary_row(f"epochs trained by {args.trials} TPE trials, median pruning vs none (lower is better)",
+                                   med["epochs_trained"], base["epochs_trained"], "no pruning", "ratio < 1",
+                                   med["epochs_trained"] < base["epochs_trained"]))
+    for pruner, st in studies.items():
+        summary.append(summary_row(f"test accuracy of the best trial (pruner {pruner}) vs the recipe default",
+                                   st["best_test_accuracy"], res["test"]["accuracy"], "recipe default config"))
     path = write_result("tuning", {
         "recipe": RECIPE, "space": SPACE, "trials": args.trials, "sampler": "tpe", "seed": args.seed, "overrides": COMMON,
         "default": {"val": res["val"]["accuracy"], "test": res["test"]["accuracy"], "wall_seconds": default_wall,
                     "epochs": res["epochs_run"]},
-        "studies": studies, "rows": rows})
+        "studies": studies, "rows": rows}, quick=args.quick, summary=summary)
     print(f"wrote {path}")
 
 

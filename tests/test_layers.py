@@ -32,6 +32,10 @@ FORBIDDEN.setdefault("deploy", set()).add("cli")
 FORBIDDEN["responsible"] = {"api", "cli", "report"}  # api wires it in (DP-SGD, federate); it never reaches back up
 for _part in ("nn", "models", "data", "engine", "tasks", "rl", "report", "transfer"):
     FORBIDDEN[_part] = FORBIDDEN[_part] | {"responsible"}  # engine takes DP-SGD through its PrivacyHook protocol
+# the benchmark-suite runner (bench.py) sits beside cli: it runs scripts in subprocesses, never the layers below it
+FORBIDDEN["bench"] = {"cli", "api", "deploy", "responsible", "tasks", "models", "data", "rl", "report"}
+for _part in ("nn", "models", "data", "engine", "tasks", "rl", "report", "transfer", "deploy", "responsible"):
+    FORBIDDEN[_part] = FORBIDDEN[_part] | {"bench"}
 ONLY_IMPORTED_BY = {"cli": {"__main__"}}  # nothing but __main__ imports cli
 
 

@@ -611,6 +611,51 @@ def _quiet_rank() -> bool:
     return is_secondary()
 
 
+@app.command()
+def bench(
+    list_only: bool = typer.Option(False, "--list", help="list the benchmarks and exit"),
+    only: Optional[str] = typer.Option(None, "--only", help="run only these benchmarks: NAME[,NAME...]"),
+    quick: bool = typer.Option(False, "--quick", help="pass --quick to every script (the suite in <= 15 min on 2 "
+                               "cores; smoke figures)"),
+    folder: Path = typer.Option(Path("benchmarks"), "--dir", help="the benchmarks folder of a checkout"),
+    out: Optional[Path] = typer.Option(None, "--out", help="where NAME.json, NAME.log, SUMMARY.md and "
+                                       "summary.json go (default DIR/results; DIR/results/quick with --quick, "
+                                       "so smoke figures never replace full results)"),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=1, help="seconds per script before it is "
+                                            "killed and recorded as timed out"),
+    as_json: bool = typer.Option(False, "--json", help="print summary.json (or the list) as JSON on the last line"),
+) -> None:
+    """Run the checkout's benchmarks/*.py one by one; write each NAME.json, SUMMARY.md and summary.json."""
+    from .bench import describe, discover, run_suite, select, summary_markdown
+
+    names = select(discover(folder), only)
+    if list_only:
+        rows = [{"name": n, "description": describe(folder, n)} for n in names]
+        if as_json:
+            _echo_json(rows)
+        else:
+            for r in rows:
+                print(f"{r['name']:24s} {r['description']}")
+        return
+    target = out or (folder / "results" / "quick" if quick else folder / "results")
+
+    def progress(entry: dict[str, Any]) -> None:
+        reason = f" ({entry['reason']})" if entry.get("reason") else ""
+        print(f"{entry['name']}: {entry['status']} in {entry['seconds']:.1f} s ({entry['cpu_seconds']:.1f} CPU s)"
+              f"{reason}", file=sys.stderr, flush=True)
+
+    summary = run_suite(folder, names, target, quick=quick, timeout=timeout, progress=progress)
+    if as_json:
+        _echo_json(summary)
+    else:
+        print(summary_markdown(summary), end="")
+        print(f"wrote {target / 'SUMMARY.md'} and {target / 'summary.json'}")
+    if summary["failed"]:
+        print(f"{len(summary['failed'])} of {len(names)} benchmarks did not finish: {', '.join(summary['failed'])} "
+              f"(logs in {target})", file=sys.stderr)
+        raise typer.Exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the app and turns user errors into one ``error:`` line and exit code 2.
 
