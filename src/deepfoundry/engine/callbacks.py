@@ -13,7 +13,6 @@ Loggers receive every record through ``on_log``.
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
