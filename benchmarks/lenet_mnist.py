@@ -87,15 +87,15 @@ def shortened(path: str, folder: str) -> str:
     if loop not in text:
         raise SystemExit(f"--quick: the anchor {path} has no '{loop}' to shorten")
     copy = f"{folder}/lenet_mnist_plain_quick.py"
-    with open(copy, "w", encoding="utf-8") as fh:
-        fh.write(text.replace(loop, f"range(1, {QUICK_EPOCHS + 1})"))
+    with open(copy, "w", encoding="utf-8") as fh:  # every epoch printed, so its last epoch's accuracy is read
+        fh.write(text.replace(loop, f"range(1, {QUICK_EPOCHS + 1})").replace("epoch in (5, 10, 20, 30)", "True"))
     return copy
 
 
 def anchor(path: str, data: str) -> dict:
     out = subprocess.run([sys.executable, path, data], capture_output=True, text=True, check=True).stdout
     m = re.search(r"first >= ([\d.]+) at epoch (\d+), ([\d.]+) s", out)
-    final = re.findall(r"epoch 30: test acc ([\d.]+)", out)
+    final = re.findall(r"epoch \d+: test acc ([\d.]+)", out)  # the last printed epoch (30, or the quick copy's 6th)
     return {"epoch": int(m.group(2)) if m else None, "seconds": float(m.group(3)) if m else None,
             "final_accuracy": float(final[-1]) if final else None, "stdout": out}
 

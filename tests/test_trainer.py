@@ -393,3 +393,26 @@ def test_unavailable_device_is_a_clear_error() -> None:
         pytest.skip("CUDA is available here")
     with pytest.raises(DeepfoundryError, match="CUDA is not available"):
         deepfoundry.Trainer(TrainerConfig(device="cuda"))
+
+
+def test_step_flops_counts_the_fused_cpu_lstm() -> None:
+    """A CPU nn.LSTM runs as one fused oneDNN op FlopCounterMode does not know; step_flops counts its gate
+    products, 2 N (|W_ih| + |W_hh|) per layer forward and twice that backward, beside the output layers."""
+    from deepfoundry import Trainer
+    from deepfoundry.data.text import LMWindowLoader, fit_tokenizer
+    from deepfoundry.models.rnn import lstm_lm
+    from deepfoundry.tasks.language_model import LanguageModelTask
+
+    tok = fit_tokenizer("char", ["abcdefgh"], vocab_size=100)
+    info = {"tokenizer": tok.to_json(), "vocab_size": tok.vocab_size}
+    torch.manual_seed(0)
+    model = lstm_lm(vocab_size=tok.vocab_size, embedding_dim=16, hidden_size=32, num_layers=2, dropout=0.0)
+    loader = LMWindowLoader(torch.randint(0, tok.vocab_size, (400,)), seq_len=10, batch_size=4, shuffle=True)
+    trainer = Trainer(TrainerConfig(progress=False, tensorboard=False, report=False), OptimConfig())
+    trainer.task = LanguageModelTask(model, info)
+    n = 4 * 10  # tokens in the first batch
+    recurrent = sum(2 * n * (getattr(model.rnn, f"weight_ih_l{k}").numel() + getattr(model.rnn, f"weight_hh_l{k}").numel())
+                    for k in range(2))
+    output = 2 * n * (32 * 16 + 16 * tok.vocab_size)  # projection 32 -> 16, tied decoder 16 -> V
+    flops = trainer.step_flops(loader)
+    assert 3 * recurrent <= flops <= 3 * (recurrent + output) * 1.01, (flops, recurrent, output)

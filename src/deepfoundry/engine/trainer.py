@@ -405,7 +405,8 @@ class Trainer:
     def step_flops(self, loader: Loader) -> int | None:
         """Floating-point operations of one training step (forward and backward) on the first batch of
         ``loader``, counted by ``torch.utils.flop_counter.FlopCounterMode`` (matrix products,
-        convolutions and attention; element-wise operations are not counted). The step runs on a copy
+        convolutions and attention; element-wise operations are not counted; the fused oneDNN LSTM layer
+        that CPU LSTMs run is counted as its two matrix products per token, see ``_rnn_flop_formulas``). The step runs on a copy
         of the task, so the weights, gradients and optimizer state of the run are untouched; ``None``
         for an empty loader."""
         from torch.utils.flop_counter import FlopCounterMode
@@ -415,7 +416,7 @@ class Trainer:
             return None
         probe = copy.deepcopy(self.task)
         probe.train()
-        with FlopCounterMode(display=False) as counter, self.autocast():
+        with FlopCounterMode(display=False, custom_mapping=_rnn_flop_formulas()) as counter, self.autocast():
             loss = probe.training_step(self._to_device(batch))
             if not probe.manual_optimization and isinstance(loss, torch.Tensor) and loss.requires_grad:
                 loss.backward()  # manual optimisation (GANs) runs its backward passes inside training_step
@@ -562,3 +563,27 @@ class Trainer:
             self.divergence.load_state_dict(state.get("divergence") or {})
         if self.privacy is not None:
             self.privacy.load_state_dict(state.get("privacy") or {})
+
+
+def _rnn_flop_formulas() -> dict:
+    """FLOP formulas for the fused oneDNN recurrent layer (``aten.mkldnn_rnn_layer`` and its backward), which
+    ``FlopCounterMode`` does not know: a CPU ``nn.LSTM`` runs as that one op, so without them an LSTM step would
+    count only its embedding and output layers. Forward: ``2 N (|W_ih| + |W_hh|)`` for ``N`` tokens (the gate
+    products x W_ih^T and h W_hh^T); backward twice that (gradients of the inputs and of the weights)."""
+    aten = torch.ops.aten
+    if not hasattr(aten, "mkldnn_rnn_layer"):
+        return {}
+
+    def tokens(input_shape) -> int:
+        n = 1
+        for d in input_shape[:-1]:
+            n *= d
+        return n
+
+    def forward(input, w0, w1, *args, out_shape=None, **kwargs) -> int:
+        return 2 * tokens(input) * (w0[0] * w0[1] + w1[0] * w1[1])
+
+    def backward(input, w0, w1, *args, out_shape=None, **kwargs) -> int:
+        return 2 * forward(input, w0, w1)
+
+    return {aten.mkldnn_rnn_layer: forward, aten.mkldnn_rnn_layer_backward: backward}
