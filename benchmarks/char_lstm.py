@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -65,8 +64,9 @@ class AnchorValCurve(Callback):
     def on_validation_end(self, trainer, metrics) -> None:
         now = time.perf_counter()
         loss = anchor_val_loss(trainer.task.model, trainer.task.tokenizer, self.text, self.length)
+        own = metrics.get("val_loss", metrics.get("loss"))
         self.curve.append({"epoch": trainer.epoch + 1, "train_min": round((now - self.t0 - self.probe) / 60, 3),
-                           "val_loss": round(loss, 4), "own_val_loss": round(float(metrics.get("val_loss", metrics.get("loss"))), 4)})
+                           "val_loss": round(loss, 4), "own_val_loss": round(float(own), 4)})
         self.probe += time.perf_counter() - now
 
 
@@ -83,7 +83,7 @@ def ours(path: Path, sets: list[str]) -> dict:
 def anchor(path: Path, minutes: float, eval_every: float) -> dict:
     script = SHARED / "anchors" / "char_lstm_plain.py"
     cmd = [sys.executable, str(script), str(path), "--minutes", str(minutes), "--eval-every", str(eval_every)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ}).stdout
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     return {"curve": rows[:-1], **rows[-1]}
 

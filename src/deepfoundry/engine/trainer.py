@@ -405,10 +405,10 @@ class Trainer:
     def step_flops(self, loader: Loader) -> int | None:
         """Floating-point operations of one training step (forward and backward) on the first batch of
         ``loader``, counted by ``torch.utils.flop_counter.FlopCounterMode`` (matrix products,
-        convolutions and attention; element-wise operations are not counted; the fused oneDNN LSTM layer
-        that CPU LSTMs run is counted as its two matrix products per token, see ``_rnn_flop_formulas``). The step runs on a copy
-        of the task, so the weights, gradients and optimizer state of the run are untouched; ``None``
-        for an empty loader."""
+        convolutions and attention; element-wise operations are not counted; the fused oneDNN layer a CPU
+        LSTM runs is counted as its two matrix products per token, see ``_rnn_flop_formulas``). The step
+        runs on a copy of the task, so the weights, gradients and optimizer state of the run are
+        untouched; ``None`` for an empty loader."""
         from torch.utils.flop_counter import FlopCounterMode
 
         batch = next(iter(loader.epoch_batches(0)), None)
@@ -574,14 +574,8 @@ def _rnn_flop_formulas() -> dict:
     if not hasattr(aten, "mkldnn_rnn_layer"):
         return {}
 
-    def tokens(input_shape) -> int:
-        n = 1
-        for d in input_shape[:-1]:
-            n *= d
-        return n
-
-    def forward(input, w0, w1, *args, out_shape=None, **kwargs) -> int:
-        return 2 * tokens(input) * (w0[0] * w0[1] + w1[0] * w1[1])
+    def forward(input, w0, w1, *args, out_shape=None, **kwargs) -> int:  # input (.., I), W_ih (4H, I), W_hh (4H, H)
+        return 2 * math.prod(input[:-1]) * (math.prod(w0) + math.prod(w1))
 
     def backward(input, w0, w1, *args, out_shape=None, **kwargs) -> int:
         return 2 * forward(input, w0, w1)
