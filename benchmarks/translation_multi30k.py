@@ -18,7 +18,8 @@ same budget) in the same invocation, so the curves compare on the same machine; 
 The final model's test BLEU by source-length bucket is stored too (the fixed-context bottleneck).
 
 usage: python benchmarks/translation_multi30k.py [--models transformer,gru-attention,gru-none] [--minutes 45]
-       [--eval-every 5] [--threads 2] [--anchor] [--data DIR] [--final-beam 5] [--name NAME]
+       [--eval-every 5] [--threads 2] [--anchor] [--anchor-minutes 40] [--set KEY=VALUE ...] [--data DIR]
+       [--final-beam 5] [--name NAME]
        python benchmarks/translation_multi30k.py --merge results/A.json results/B.json --name NAME
        python benchmarks/translation_multi30k.py --quick   (skipped: records why, see QUICK_SKIP)
 """
@@ -39,7 +40,7 @@ import torch
 from _common import summary_row, write_skipped, SHARED, print_table, write_result
 from deepfoundry.api import model_context
 from deepfoundry.engine import seed_everything
-from deepfoundry.config import load_config
+from deepfoundry.config import apply_overrides, load_config, load_raw, validate
 from deepfoundry.data import build_data
 from deepfoundry.engine.callbacks import Callback
 from deepfoundry.engine.trainer import Trainer
@@ -111,10 +112,11 @@ QUICK_SKIP = ("no quick version: every BLEU point translates all 1,000 test_2016
 
 
 def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    cfg = load_config(RECIPES[name], {"data.root": str(args.data), "trainer.progress": False,
-                                      "trainer.tensorboard": False, "trainer.threads": args.threads,
-                                      "task.val_bleu": False, "trainer.monitor": "val_loss", "trainer.mode": "min",
-                                      **({"data.limit": args.limit} if args.limit else {})})
+    raw = apply_overrides(load_raw(RECIPES[name]), {
+        "data.root": str(args.data), "trainer.progress": False, "trainer.tensorboard": False,
+        "trainer.threads": args.threads, "task.val_bleu": False, "trainer.monitor": "val_loss", "trainer.mode": "min",
+        **({"data.limit": args.limit} if args.limit else {})})
+    cfg = validate(apply_overrides(raw, args.sets))  # --set KEY=VALUE: a variant of the recipe
     torch.set_num_threads(args.threads)
     seed_everything(cfg.seed)
     data = build_data(cfg.data, seed=cfg.seed)
@@ -145,7 +147,7 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
         clock.evaluate(trainer, float("nan"))
     task.eval()
     test = data.test
-    out = {"recipe": cfg.name, "params": params, "epochs_planned": epochs, "stopped": stopped,
+    out = {"recipe": cfg.name, "overrides": args.sets, "params": params, "epochs_planned": epochs, "stopped": stopped,
            "train_minutes": round(clock.train_s / 60, 2), "wall_seconds": round(wall, 1), "log": clock.log,
            "final_bleu": clock.log[-1]["bleu"], "signature": clock.signature,
            "bleu_by_source_length": bleu_by_length(task, test.sources, test.references)}
@@ -158,7 +160,7 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
 def run_anchor(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "anchor.json"
-        cmd = [sys.executable, str(ANCHOR), str(args.data), "--minutes", str(args.minutes),
+        cmd = [sys.executable, str(ANCHOR), str(args.data), "--minutes", str(args.anchor_minutes or args.minutes),
                "--eval-every", str(args.eval_every), "--out", str(out)]
         print("anchor:", " ".join(cmd), flush=True)
         started = time.perf_counter()
@@ -255,6 +257,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=0, help="fixed epoch count (default: fitted to --minutes)")
     parser.add_argument("--anchor", action="store_true", help="also run the plain anchor script for --minutes")
+    parser.add_argument("--anchor-minutes", type=float, default=0.0,
+                        help="the anchor's training time when it differs from --minutes")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a key of our recipes (repeatable), e.g. --set optim.lr=0.002")
     parser.add_argument("--final-beam", type=int, default=0, help="also score the final model with this beam size")
     parser.add_argument("--data", type=Path, default=SHARED / "datasets" / "multi30k-en-de")
     parser.add_argument("--name", default="translation_multi30k", help="results/NAME.json (and NAME.png)")
@@ -275,11 +281,14 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(RECIPES)}")
     results: dict[str, Any] = {}
+    grids: dict[str, list[float]] = {}
     if args.anchor:
         results["anchor"] = run_anchor(args)
+        grids["anchor"] = marks_of(args.anchor_minutes or args.minutes, args.eval_every)
     for name in models:
         results[name] = run_model(name, args)
-    rows = table(results, {name: marks_of(args.minutes, args.eval_every) for name in results})
+        grids[name] = marks_of(args.minutes, args.eval_every)
+    rows = table(results, grids)
     print_table(rows)
     anchor_bleu = results.get("anchor", {}).get("final_bleu")
     summary = [summary_row(f"test BLEU (greedy) after {args.minutes:g} min of training, {name}", res["final_bleu"],

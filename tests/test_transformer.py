@@ -123,6 +123,20 @@ def test_translator_bad_input():
     assert torch.isfinite(logits).all() and torch.all(weights == 0)
 
 
+def test_translator_embedding_scale_matches_positions():
+    """Sinusoidal positions (amplitude ~0.71): token embeddings start at N(0, 1/d) so that sqrt(d) * E has unit
+    variance; learned positions keep the 0.02 rule; a shared matrix is initialised once."""
+    d = 256
+    for share in (False, True):
+        model = _translator(d_model=d, share_embeddings=share, **({"tgt_vocab_size": 30} if share else {}))
+        for stack in (model.encoder, model.decoder):
+            scaled = stack.embedding.weight * stack.scale
+            assert abs(float(scaled.std()) - 1.0) < 0.05
+        assert model.head.weight is model.decoder.embedding.weight
+    learned = _translator(positional="learned")
+    assert abs(float(learned.encoder.embedding.weight.std()) - 0.02) < 0.005
+
+
 def test_classifier_pooling_ignores_padding_and_length_limit():
     torch.manual_seed(0)
     for pool in ("mean", "cls"):

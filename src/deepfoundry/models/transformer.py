@@ -8,8 +8,9 @@ One block, pre-norm (``norm_first=True``, GPT-2 style, stable without warm-up tr
 
 with ``FFN(x) = W_2 act(W_1 x + b_1) + b_2`` and decoder blocks adding cross-attention to the encoder
 output between the two. Token embeddings are scaled by ``sqrt(d_model)`` when the positional encoding is
-sinusoidal (as in the paper). Weights start ``N(0, 0.02^2)``; residual output projections
-``N(0, (0.02 / sqrt(2 L))^2)`` (GPT-2), so the residual stream's variance does not grow with depth.
+sinusoidal (as in the paper), and then start ``N(0, 1/d_model)`` so ``sqrt(d_model) E`` has unit variance (fairseq).
+Other weights start ``N(0, 0.02^2)``; residual output projections ``N(0, (0.02 / sqrt(2 L))^2)`` (GPT-2), so the
+residual stream's variance does not grow with depth.
 
 Incremental decoding keeps each layer's self-attention keys/values (:class:`~deepfoundry.nn.attention.KVCache`),
 so emitting token ``t`` costs ``O(t)`` instead of re-running the whole prefix (``O(t^2)``).
@@ -93,7 +94,8 @@ class _Stack(nn.Module):
 
 
 def _init_weights(model: nn.Module, num_layers: int) -> None:
-    """GPT-2 initialisation: ``N(0, 0.02^2)``, residual projections scaled by ``1/sqrt(2 L)``, zero biases."""
+    """GPT-2 initialisation: ``N(0, 0.02^2)``, residual projections scaled by ``1/sqrt(2 L)``, zero biases;
+    token embeddings scaled by ``sqrt(d)`` (sinusoidal positions) start ``N(0, 1/d)``."""
     for name, p in model.named_parameters():
         if p.dim() < 2 or "positional" in name:
             if name.endswith("bias"):
@@ -101,6 +103,14 @@ def _init_weights(model: nn.Module, num_layers: int) -> None:
             continue
         std = 0.02 / math.sqrt(2 * num_layers) if name.endswith(("out_proj.weight", "ff.3.weight")) else 0.02
         nn.init.normal_(p, 0.0, std)
+    seen: set[int] = set()  # a shared source/target matrix is drawn once
+    for stack in model.modules():
+        if isinstance(stack, _Stack) and stack.scale != 1.0 and id(stack.embedding) not in seen:
+            seen.add(id(stack.embedding))
+            # sinusoidal positions: token embeddings ~ N(0, 1/d), so sqrt(d) * E has unit variance, above the
+            # positions' 0.71 (fairseq's rule, and the plain anchor's); GPT-2's 0.02 left the scaled tokens at
+            # 0.32, below the positions. A tied output's initial logits (LayerNorm'd h) then have std 1, not 0.32.
+            nn.init.normal_(stack.embedding.weight, 0.0, stack.scale ** -1)
 
 
 def _check(d_model: int, num_heads: int, num_layers: int, dropout: float) -> None:
