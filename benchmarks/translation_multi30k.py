@@ -40,7 +40,7 @@ import torch
 from _common import summary_row, write_skipped, SHARED, print_table, write_result
 from deepfoundry.api import model_context
 from deepfoundry.engine import seed_everything
-from deepfoundry.config import apply_overrides, load_config, load_raw, validate
+from deepfoundry.config import apply_overrides, load_raw, validate
 from deepfoundry.data import build_data
 from deepfoundry.engine.callbacks import Callback
 from deepfoundry.engine.trainer import Trainer
@@ -160,7 +160,7 @@ def run_model(name: str, args: argparse.Namespace) -> dict[str, Any]:
 def run_anchor(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "anchor.json"
-        cmd = [sys.executable, str(ANCHOR), str(args.data), "--minutes", str(args.anchor_minutes or args.minutes),
+        cmd = [sys.executable, str(ANCHOR), str(args.data), "--minutes", str(args.anchor_minutes),
                "--eval-every", str(args.eval_every), "--out", str(out)]
         print("anchor:", " ".join(cmd), flush=True)
         started = time.perf_counter()
@@ -276,6 +276,7 @@ def main() -> None:
     if args.merge:
         merge(args.merge, args.name)
         return
+    args.anchor_minutes = args.anchor_minutes or args.minutes
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     unknown = [m for m in models if m not in RECIPES]
     if unknown:
@@ -284,7 +285,7 @@ def main() -> None:
     grids: dict[str, list[float]] = {}
     if args.anchor:
         results["anchor"] = run_anchor(args)
-        grids["anchor"] = marks_of(args.anchor_minutes or args.minutes, args.eval_every)
+        grids["anchor"] = marks_of(args.anchor_minutes, args.eval_every)
     for name in models:
         results[name] = run_model(name, args)
         grids[name] = marks_of(args.minutes, args.eval_every)
