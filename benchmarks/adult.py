@@ -1,6 +1,6 @@
-"""UCI Adult: deepfoundry's deep tabular recipes (`mlp-ple-adult`: an MLP on piecewise-linear encoded numeric
-columns; `mlp-adult`: the plain MLP with categorical embeddings) beside scikit-learn's trees and a linear model
-on the same rows, one run.
+"""UCI Adult: deepfoundry's deep tabular recipes (`mlp-plr-adult`: an MLP on periodic embeddings of the numeric
+columns, the headline deep model; `mlp-ple-adult`: on piecewise-linear encoded numeric columns; `mlp-adult`: the
+plain MLP with categorical embeddings) beside scikit-learn's trees and a linear model on the same rows, one run.
 
 Split: ../shared/datasets/adult holds adult.data only (32,561 rows; no adult.test), so every model uses the
 recipes' split: stratified 20% test (6,512 rows), then 10% of the rest val (2,605), 23,444 train, seed 0.
@@ -34,7 +34,8 @@ from _common import SHARED, print_table, write_result
 import deepfoundry
 from deepfoundry.data.tabular import adult
 
-RECIPES = {"mlp-ple-adult": "deepfoundry mlp-ple-adult (PLE numeric + embeddings)",
+RECIPES = {"mlp-plr-adult": "deepfoundry mlp-plr-adult (periodic numeric + embeddings)",
+           "mlp-ple-adult": "deepfoundry mlp-ple-adult (PLE numeric + embeddings)",
            "mlp-adult": "deepfoundry mlp-adult (embeddings)"}
 TARGET = 0.865  # issue 24, goal 6
 
@@ -93,16 +94,16 @@ def main() -> None:
              "test_roc_auc": r["test_roc_auc"], "seconds": r["seconds"]} for r in [*deep, *base]]
     print(deep[0]["split"])
     print_table(rows)
-    ple = deep[0]
+    plr = deep[0]
     summary = [
-        {"metric": "Adult test accuracy (deep model mlp-ple-adult)", "ours": ple["test_accuracy"],
-         "peer": hgb["test_accuracy"], "peer_name": hgb["model"], "ratio": ple["test_accuracy"] / hgb["test_accuracy"],
-         "target": f">= {TARGET}", "met": ple["test_accuracy"] >= TARGET},
-        {"metric": "Adult test accuracy (mlp-adult)", "ours": deep[1]["test_accuracy"],
-         "peer": hgb["test_accuracy"], "peer_name": hgb["model"],
-         "ratio": deep[1]["test_accuracy"] / hgb["test_accuracy"], "target": None, "met": None},
-        {"metric": "Adult fit seconds, mlp-ple-adult vs trees (time ratio x, lower is faster)", "ours": ple["seconds"],
-         "peer": hgb["seconds"], "peer_name": hgb["model"], "ratio": ple["seconds"] / hgb["seconds"], "target": None,
+        {"metric": "Adult test accuracy (deep model mlp-plr-adult)", "ours": plr["test_accuracy"],
+         "peer": hgb["test_accuracy"], "peer_name": hgb["model"], "ratio": plr["test_accuracy"] / hgb["test_accuracy"],
+         "target": f">= {TARGET}", "met": plr["test_accuracy"] >= TARGET},
+        *({"metric": f"Adult test accuracy ({recipe})", "ours": res["test_accuracy"], "peer": hgb["test_accuracy"],
+           "peer_name": hgb["model"], "ratio": res["test_accuracy"] / hgb["test_accuracy"], "target": None, "met": None}
+          for recipe, res in zip(list(RECIPES)[1:], deep[1:])),
+        {"metric": "Adult fit seconds, mlp-plr-adult vs trees (time ratio x, lower is faster)", "ours": plr["seconds"],
+         "peer": hgb["seconds"], "peer_name": hgb["model"], "ratio": plr["seconds"] / hgb["seconds"], "target": None,
          "met": None},
     ]
     path = write_result("adult", {"quick": args.quick, "summary": summary, "rows": rows, "ours": deep,

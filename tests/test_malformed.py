@@ -391,6 +391,7 @@ config_texts = st.one_of(
 
 @FEW
 @given(text=config_texts)
+@example(text='data:\n  "\\r": 1\n')  # a carriage return in a key: the error line shows it escaped
 def test_generated_config_files(work: Path, text: str) -> None:
     path = fresh(work, "config.yaml")
     path.write_bytes(text.encode("utf-8", "surrogateescape"))

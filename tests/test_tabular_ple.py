@@ -1,4 +1,4 @@
-"""Piecewise-linear encoding of numeric columns (model ``mlp_ple``): the encoding's formula, the training
+"""Piecewise-linear and periodic encodings of numeric columns (models ``mlp_ple``, ``mlp_plr``): the formulas, the training
 quantiles the Adult data hands the model (training rows only), and a short real run that saves, loads
 and predicts raw rows."""
 from __future__ import annotations
@@ -14,7 +14,7 @@ from conftest import FAST, require_shared_dataset
 from deepfoundry.data.preprocess import numeric_frame
 from deepfoundry.data.tabular import QUANTILE_LEVELS, read_adult
 from deepfoundry.errors import DeepfoundryError
-from deepfoundry.models.tabular import PiecewiseLinearEncoding, mlp_ple, ple_edges
+from deepfoundry.models.tabular import PeriodicEncoding, PiecewiseLinearEncoding, mlp_ple, mlp_plr, ple_edges
 from deepfoundry.registry import DATASETS
 
 
@@ -96,3 +96,48 @@ def test_mlp_ple_adult_trains_saves_and_predicts(tmp_path: Path) -> None:
     first = deepfoundry.load_run(run.path).predict_table(rows)
     second = deepfoundry.load_run(run.path).predict_table(rows)
     assert len(first) == 20 and first.equals(second)
+
+
+def test_periodic_encoding_matches_the_definition() -> None:
+    torch.manual_seed(0)
+    enc = PeriodicEncoding(num_encoded=2, num_numeric=3, frequencies=3, sigma=0.5, d_embedding=4)
+    x = torch.tensor([[0.3, -1.2, 1.0], [2.0, 0.0, 0.0]])
+    out = enc(x)
+    assert out.shape == (2, 2 * 4 + 1) and enc.dims == [4, 4, 1]
+    for j in range(2):  # ReLU([cos 2 pi c x, sin 2 pi c x] W_j + b_j), column by column
+        z = 2 * torch.pi * x[:, j:j + 1] * enc.frequency[j]
+        want = torch.relu(torch.cat([z.cos(), z.sin()], dim=1) @ enc.weight[j] + enc.bias[j])
+        torch.testing.assert_close(out[:, 4 * j:4 * j + 4], want)
+    assert out[:, -1].tolist() == [1.0, 0.0]  # the missing indicator passes through
+    assert enc.frequency.abs().max() <= 1.5  # truncated at 3 sigma
+    lite = PeriodicEncoding(2, 2, frequencies=3, d_embedding=4, lite=True)
+    assert lite.weight.shape == (6, 4) and lite(x[:, :2]).shape == (2, 8)
+
+
+def test_mlp_plr_encodes_only_the_real_numeric_columns() -> None:
+    m = mlp_plr(num_classes=2, num_numeric=3, cardinalities=[5], numeric_quantiles=[[0, 1], [0, 2]],
+                frequencies=4, d_embedding=6, hidden_sizes=[8])
+    assert m.plr.dims == [6, 6, 1] and m.column_of_dim.tolist()[:13] == [0] * 6 + [1] * 6 + [2]
+    assert m(torch.tensor([[0.5, 1.0, 0.0, 3.0]])).shape == (1, 2)
+    with pytest.raises(DeepfoundryError, match="sigma"):
+        mlp_plr(num_classes=2, num_numeric=1, sigma=0)
+    with pytest.raises(DeepfoundryError, match="num_numeric"):
+        mlp_plr(num_classes=2)
+
+
+def test_mlp_plr_adult_trains_saves_and_predicts(tmp_path: Path) -> None:
+    root = require_shared_dataset("adult")
+    threads = torch.get_num_threads()
+    try:
+        run = deepfoundry.train("mlp-plr-adult", overrides={**FAST, "trainer.threads": 1, "data.root": str(root),
+                                                             "data.limit": 4000, "data.batch_size": 64,
+                                                             "trainer.epochs": 3},
+                                out=tmp_path / "plr")  # batch 64: 135 steps on the 2,880 training rows
+    finally:
+        torch.set_num_threads(threads)
+    assert run.results["epochs_run"] == 3
+    assert run.results["test"]["accuracy"] >= 0.78, run.results["test"]  # the majority class is 0.76
+    assert run.model.plr.dims == [24] * 6 + [1] * (run.model.num_numeric - 6)  # 6 numeric columns, then indicators
+    rows = read_adult(root / "adult.data").head(20).drop(columns=["income"])
+    first = deepfoundry.load_run(run.path).predict_table(rows)
+    assert len(first) == 20 and first.equals(deepfoundry.load_run(run.path).predict_table(rows))

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import typer
 
-from .errors import DeepfoundryError
+from .errors import DeepfoundryError, printable
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="deepfoundry: train, evaluate, predict and report classic deep-learning models.")
@@ -682,7 +682,7 @@ def main(argv: list[str] | None = None) -> None:
             if debug:
                 raise
             if not _quiet_rank():  # under torchrun every rank meets the same bad input; rank 0 says it once
-                print(f"error: {exc}", file=sys.stderr)
+                print(f"error: {printable(str(exc))}", file=sys.stderr)
             sys.exit(2)
         except SystemExit as exc:
             if received.signum or exc.code == 130:  # typer turns a KeyboardInterrupt into a silent exit 130

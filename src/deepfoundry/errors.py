@@ -8,3 +8,13 @@ from __future__ import annotations
 
 class DeepfoundryError(Exception):
     """A user-facing error: the message says what was received, what was expected, how to fix it."""
+
+
+def printable(message: str) -> str:
+    """``message`` on one line: line breaks and other control characters (which can come from the user's own
+    input, e.g. a config key ``'data.\\r'``) are shown as escapes.
+
+    >>> printable("unknown config key 'data.\\r'")
+    "unknown config key 'data.\\\\r'"
+    """
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)

@@ -277,3 +277,101 @@ def mlp_ple(*, num_classes: int | None = None, num_numeric: int | None = None, c
                          dims, activation=activation, dropout=probability("dropout", dropout),
                          batch_norm=bool(batch_norm), embedding_dropout=probability("embedding_dropout",
                                                                                      embedding_dropout))
+
+
+class PeriodicEncoding(nn.Module):
+    r"""Periodic embeddings of numeric columns, "PLR" (Gorishniy, Rubachev & Babenko, 2022).
+
+    Column ``j`` with trainable frequencies ``c_j \in \mathbb{R}^k`` (initialised ``N(0, \sigma^2)``, truncated
+    at ``3\sigma``) maps a value ``x`` to
+
+    .. math::
+        v_j(x) = [\cos(2\pi c_{j1} x), \dots, \cos(2\pi c_{jk} x), \sin(2\pi c_{j1} x), \dots, \sin(2\pi c_{jk} x)]
+        \qquad h_j(x) = \mathrm{ReLU}(v_j(x) W_j + b_j)
+
+    with ``W_j`` of shape ``(2k, d)`` per column (the "P-LR" of the paper; ``lite=True`` shares one ``W``
+    across columns, the "PLR(lite)" of TabM). The frequencies are learned, so the encoding needs no bins
+    or targets; ``sigma`` (the scale of the initial frequencies, in the units of the scaled inputs) is the one
+    hyperparameter that matters. Columns past ``num_encoded`` (missing indicators) pass through as they are.
+
+    Shapes: ``(B, F)`` -> ``(B, num_encoded * d + passthrough)``.
+    """
+
+    def __init__(self, num_encoded: int, num_numeric: int, frequencies: int = 48, sigma: float = 0.1,
+                 d_embedding: int = 24, lite: bool = False) -> None:
+        super().__init__()
+        if not 0 <= num_encoded <= num_numeric:
+            raise DeepfoundryError(f"the periodic encoding covers {num_encoded} numeric columns but the data has "
+                                   f"{num_numeric}")
+        self.encoded, self.passthrough = num_encoded, num_numeric - num_encoded
+        self.frequency = nn.Parameter(torch.empty(num_encoded, frequencies))  # (F, k)
+        nn.init.trunc_normal_(self.frequency, 0.0, sigma, -3 * sigma, 3 * sigma)
+        bound = (2 * frequencies) ** -0.5  # nn.Linear's default range for fan-in 2k
+        shape = (2 * frequencies, d_embedding) if lite else (num_encoded, 2 * frequencies, d_embedding)
+        self.weight = nn.Parameter(torch.empty(shape).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(num_encoded, d_embedding).uniform_(-bound, bound))
+        self.lite = lite
+        self.dims = [d_embedding] * num_encoded + [1] * self.passthrough
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = 2 * torch.pi * x[:, :self.encoded, None] * self.frequency  # (B, F, k)
+        v = torch.cat([torch.cos(z), torch.sin(z)], dim=-1)  # (B, F, 2k)
+        mixed = v @ self.weight if self.lite else torch.einsum("bfk,fkd->bfd", v, self.weight)
+        h = torch.relu(mixed + self.bias).flatten(1)  # (B, F * d)
+        return torch.cat([h, x[:, self.encoded:]], dim=1)
+
+
+class TabularPLRMLP(TabularMLP):
+    """:class:`TabularMLP` whose numeric columns enter ``h_0`` through periodic embeddings."""
+
+    def __init__(self, encoding: PeriodicEncoding, num_numeric: int, cardinalities: Sequence[int],
+                 num_classes: int, hidden_sizes: Sequence[int], embedding_dims: Sequence[int], **kwargs: object) -> None:
+        super().__init__(num_numeric, cardinalities, num_classes, hidden_sizes, embedding_dims,
+                         numeric_dims=encoding.dims, **kwargs)
+        self.plr = encoding
+
+    def encode_numeric(self, x_num: torch.Tensor) -> torch.Tensor:
+        return self.plr(x_num)
+
+
+@MODELS.register("mlp_plr")
+def mlp_plr(*, num_classes: int | None = None, num_numeric: int | None = None, cardinalities: Sequence[int] = (),
+            numeric_quantiles: Sequence[Sequence[float]] | None = None, frequencies: int = 48, sigma: float = 0.1,
+            d_embedding: int = 24, lite: bool = False, hidden_sizes: Sequence[int] = (256, 256),
+            embedding_dim: int | None = None, max_embedding_dim: int = 16, activation: str = "relu",
+            dropout: float = 0.1, batch_norm: bool = False, embedding_dropout: float = 0.0) -> TabularPLRMLP:
+    r"""MLP on periodic embeddings of the numeric columns and categorical embeddings (Gorishniy et al., 2022).
+
+    .. math::
+        \mathbf{h}_0 = [\,\mathrm{ReLU}(\mathrm{Linear}_1(v(x_1))), \dots, \mathrm{ReLU}(\mathrm{Linear}_m(v(x_m))),
+        E_1[c_1], \dots, E_k[c_k]\,], \qquad v(x) = [\cos 2\pi c x, \sin 2\pi c x]
+
+    (:class:`PeriodicEncoding`; ``frequencies`` = k trainable frequencies per column drawn with scale
+    ``sigma``), then the hidden layers and head of :class:`TabularMLP`. The data ('adult', 'table-csv') tell
+    which leading columns are real numbers (``numeric_quantiles`` has one entry per column); the missing
+    indicators after them pass through. Without that context every numeric column is encoded.
+
+    >>> m = mlp_plr(num_classes=2, num_numeric=2, cardinalities=[4], frequencies=8, d_embedding=4, hidden_sizes=[8])
+    >>> m(torch.tensor([[1.5, -0.5, 2.0]])).shape, m.plr.dims
+    (torch.Size([1, 2]), [4, 4])
+    """
+    if num_classes is None:
+        raise DeepfoundryError("mlp_plr needs num_classes (the output size; 1 for regression); set model.num_classes")
+    if num_numeric is None:
+        raise DeepfoundryError("mlp_plr needs num_numeric (the leading float columns); use it with data 'adult' or "
+                               "'table-csv', which provide it")
+    if not float(sigma) > 0:
+        raise DeepfoundryError(f"model.sigma must be > 0 (the scale of the initial frequencies), received {sigma}")
+    encoded = len(numeric_quantiles) if numeric_quantiles is not None else num_numeric
+    encoding = PeriodicEncoding(encoded, num_numeric, positive_int("frequencies", frequencies), float(sigma),
+                                positive_int("d_embedding", d_embedding), bool(lite))
+    cardinalities = [positive_int(f"cardinalities[{i}]", c) for i, c in enumerate(cardinalities or [])]
+    if isinstance(hidden_sizes, int):
+        hidden_sizes = (hidden_sizes,)
+    hidden_sizes = tuple(positive_int(f"hidden_sizes[{i}]", s) for i, s in enumerate(hidden_sizes))
+    dims = [positive_int("embedding_dim", embedding_dim) if embedding_dim is not None
+            else embedding_size(c, positive_int("max_embedding_dim", max_embedding_dim)) for c in cardinalities]
+    return TabularPLRMLP(encoding, num_numeric, cardinalities, positive_int("num_classes", num_classes), hidden_sizes,
+                         dims, activation=activation, dropout=probability("dropout", dropout),
+                         batch_norm=bool(batch_norm), embedding_dropout=probability("embedding_dropout",
+                                                                                     embedding_dropout))
