@@ -661,7 +661,7 @@ valid_overrides = st.fixed_dictionaries({}, optional={
     "name": simple_text, "description": simple_text, "seed": st.integers(0, 2**32 - 1),
     "trainer.epochs": st.integers(1, 10**6), "optim.lr": st.floats(1e-8, 10.0), "data.batch_size": st.integers(1, 4096),
     "data.val_fraction": st.floats(0, 0.99), "optim.betas": st.tuples(st.floats(0, 0.999), st.floats(0, 0.999)),
-    "optim.scheduler.name": st.sampled_from(["none", "step", "cosine", "onecycle", "plateau"]),
+    "optim.scheduler.name": st.sampled_from(["none", "step", "cosine", "wsd", "onecycle", "plateau"]),
     "model.extra_key": finite_json,
     "trainer.early_stopping.patience": st.integers(1, 100), "data.augment": st.sampled_from([None, "light", "mnist"]),
 })

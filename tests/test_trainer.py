@@ -300,7 +300,7 @@ def test_optimizers_reduce_loss(name: str) -> None:
     assert float(loss.detach()) < 0.2 * first
 
 
-@pytest.mark.parametrize("sched", ["step", "cosine", "onecycle", "none"])
+@pytest.mark.parametrize("sched", ["step", "cosine", "wsd", "onecycle", "none"])
 def test_schedules_shape(sched: str) -> None:
     model = torch.nn.Linear(2, 1)
     cfg = OptimConfig(lr=0.1, scheduler=SchedulerConfig(name=sched, warmup_epochs=1, step_size=2))
@@ -319,6 +319,21 @@ def test_schedules_shape(sched: str) -> None:
         assert lrs[25] == pytest.approx(0.01)
     if sched == "cosine":
         assert lrs[-1] < 0.01
+
+
+def test_wsd_schedule_holds_then_decays_linearly() -> None:
+    model = torch.nn.Linear(2, 1)
+    cfg = OptimConfig(lr=0.1, scheduler=SchedulerConfig(name="wsd", warmup_epochs=1, decay_fraction=0.25, min_lr=0.01))
+    opt = build_optimizer(cfg, model.parameters())
+    s = build_scheduler(cfg, opt, steps_per_epoch=4, epochs=5)  # 20 steps: 4 warm-up, 12 stable, 4 decay
+    lrs = []
+    for _ in range(20):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        s.scheduler.step()
+    assert lrs[:4] == pytest.approx([0.025, 0.05, 0.075, 0.1])
+    assert lrs[4:16] == pytest.approx([0.1] * 12)
+    assert lrs[16:] == pytest.approx([0.0775, 0.055, 0.0325, 0.01])  # linear to min_lr at the last step
 
 
 def test_plateau_schedule_decays(tmp_path: Path) -> None:

@@ -74,12 +74,14 @@ class _Switch(_Strict):
 
 
 class SchedulerConfig(_Strict):
-    name: Literal["none", "step", "cosine", "onecycle", "plateau"] = Field("none", description="learning-rate schedule")
-    warmup_epochs: float = Field(0.0, ge=0.0, description="linear warm-up length in epochs (step, cosine, none)")
+    name: Literal["none", "step", "cosine", "wsd", "onecycle", "plateau"] = Field("none",
+                                                                                description="learning-rate schedule")
+    warmup_epochs: float = Field(0.0, ge=0.0, description="linear warm-up length in epochs (step, cosine, wsd, none)")
     step_size: int = Field(10, gt=0, description="step: epochs between decays")
     gamma: float = Field(0.1, gt=0.0, description="step/plateau: decay factor")
     patience: int = Field(5, ge=0, description="plateau: epochs without improvement before decaying")
-    min_lr: float = Field(0.0, ge=0.0, description="cosine/plateau: lowest learning rate")
+    min_lr: float = Field(0.0, ge=0.0, description="cosine/wsd/plateau: lowest learning rate")
+    decay_fraction: float = Field(0.2, gt=0.0, le=1.0, description="wsd: share of the steps spent decaying to min_lr")
     pct_start: float = Field(0.25, gt=0.0, lt=1.0, description="onecycle: share of steps spent warming up")
     div_factor: float = Field(25.0, gt=0.0, description="onecycle: initial lr = lr / div_factor")
     final_div_factor: float = Field(1e4, gt=0.0, description="onecycle: final lr = initial lr / final_div_factor")

@@ -10,8 +10,10 @@ Optimizers (``optim.name``): ``sgd`` (``momentum``, ``nesterov``), ``adam``, ``a
 - adagrad:  ``s += g^2;  w -= lr * g / (sqrt(s) + eps)``
 
 Schedules (``optim.scheduler.name``), all with an optional linear warm-up:
-``none``, ``step`` (lr * gamma^(epoch // step_size)), ``cosine`` (to ``min_lr``),
-``onecycle`` (Smith & Topin 2019: warm up to ``lr`` then anneal) and ``plateau`` (decay by
+``none``, ``step`` (lr * gamma^(epoch // step_size)), ``cosine`` (to ``min_lr``), ``wsd``
+(warm-up, stable, decay: ``lr`` held until the last ``decay_fraction`` of the steps, then a linear decay
+to ``min_lr``; Hu et al. 2024, Hagele et al. 2024: a run whose length is not known far ahead, or that is
+cut short, keeps the full rate for longer than under a cosine), ``onecycle`` (Smith & Topin 2019: warm up to ``lr`` then anneal) and ``plateau`` (decay by
 ``gamma`` when the monitored metric stalls for ``patience`` epochs).
 """
 from __future__ import annotations
@@ -105,6 +107,10 @@ def build_scheduler(cfg: OptimConfig, optimizer: torch.optim.Optimizer, steps_pe
         if s.name == "cosine":
             progress = min(1.0, (step - warmup) / max(1, total - warmup))
             return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        if s.name == "wsd":  # 1 until the decay starts, then linear to min_ratio at the last step
+            decay = max(1, round(s.decay_fraction * (total - warmup)))
+            progress = min(1.0, max(0, step - (total - decay) + 1) / decay)
+            return 1 - (1 - min_ratio) * progress
         return 1.0
 
     return Schedule(torch.optim.lr_scheduler.LambdaLR(optimizer, factor), "step")
