@@ -35,6 +35,18 @@ def embedding_size(cardinality: int, max_dim: int = 16) -> int:
     return max(1, min(max_dim, round(1.6 * cardinality ** 0.56)))
 
 
+def _layer_sizes(hidden_sizes: int | Sequence[int], cardinalities: Sequence[int], embedding_dim: int | None,
+                 max_embedding_dim: int) -> tuple[tuple[int, ...], list[int]]:
+    """The checked hidden widths, and the embedding width of each categorical column (``embedding_dim``, or
+    :func:`embedding_size` of its cardinality)."""
+    if isinstance(hidden_sizes, int):
+        hidden_sizes = (hidden_sizes,)
+    hidden = tuple(positive_int(f"hidden_sizes[{i}]", s) for i, s in enumerate(hidden_sizes))
+    dims = [positive_int("embedding_dim", embedding_dim) if embedding_dim is not None
+            else embedding_size(c, positive_int("max_embedding_dim", max_embedding_dim)) for c in cardinalities]
+    return hidden, dims
+
+
 class TabularMLP(nn.Module):
     """Embeddings of categorical codes concatenated with numeric columns, then an MLP and a linear head.
 
@@ -114,11 +126,7 @@ def mlp_tabular(*, in_features: int | None = None, num_classes: int | None = Non
     if num_numeric < 0 or (num_numeric == 0 and not cardinalities):
         raise DeepfoundryError(f"mlp_tabular needs at least one input column; received num_numeric={num_numeric}, "
                                f"cardinalities={cardinalities}")
-    if isinstance(hidden_sizes, int):
-        hidden_sizes = (hidden_sizes,)
-    hidden_sizes = tuple(positive_int(f"hidden_sizes[{i}]", s) for i, s in enumerate(hidden_sizes))
-    dims = [positive_int("embedding_dim", embedding_dim) if embedding_dim is not None
-            else embedding_size(c, positive_int("max_embedding_dim", max_embedding_dim)) for c in cardinalities]
+    hidden_sizes, dims = _layer_sizes(hidden_sizes, cardinalities, embedding_dim, max_embedding_dim)
     return TabularMLP(num_numeric, cardinalities, positive_int("num_classes", num_classes), hidden_sizes, dims,
                       activation=activation, dropout=probability("dropout", dropout), batch_norm=bool(batch_norm),
                       embedding_dropout=probability("embedding_dropout", embedding_dropout))
@@ -209,17 +217,26 @@ class PiecewiseLinearEncoding(nn.Module):
         return torch.cat([h, x[:, self.encoded:]], dim=1)
 
 
-class TabularPLEMLP(TabularMLP):
-    """:class:`TabularMLP` whose numeric columns enter ``h_0`` piecewise-linearly encoded."""
+class EncodedTabularMLP(TabularMLP):
+    """:class:`TabularMLP` whose numeric columns enter ``h_0`` through ``encoding`` (a module with ``dims``, the
+    ``h_0`` width of each numeric column), kept as the attribute named by ``encoder`` (its state-dict prefix)."""
 
-    def __init__(self, encoding: PiecewiseLinearEncoding, num_numeric: int, cardinalities: Sequence[int],
+    encoder = "encoding"
+
+    def __init__(self, encoding: nn.Module, num_numeric: int, cardinalities: Sequence[int],
                  num_classes: int, hidden_sizes: Sequence[int], embedding_dims: Sequence[int], **kwargs: object) -> None:
         super().__init__(num_numeric, cardinalities, num_classes, hidden_sizes, embedding_dims,
                          numeric_dims=encoding.dims, **kwargs)
-        self.ple = encoding
+        setattr(self, self.encoder, encoding)
 
     def encode_numeric(self, x_num: torch.Tensor) -> torch.Tensor:
-        return self.ple(x_num)
+        return getattr(self, self.encoder)(x_num)
+
+
+class TabularPLEMLP(EncodedTabularMLP):
+    """:class:`TabularMLP` whose numeric columns enter ``h_0`` piecewise-linearly encoded (``self.ple``)."""
+
+    encoder = "ple"
 
 
 @MODELS.register("mlp_ple")
@@ -268,11 +285,7 @@ def mlp_ple(*, num_classes: int | None = None, num_numeric: int | None = None, c
     if int(d_embedding) < 0:
         raise DeepfoundryError(f"model.d_embedding must be >= 0 (0: no per-column layer), received {d_embedding}")
     encoding = PiecewiseLinearEncoding(edges, num_numeric, int(d_embedding))
-    if isinstance(hidden_sizes, int):
-        hidden_sizes = (hidden_sizes,)
-    hidden_sizes = tuple(positive_int(f"hidden_sizes[{i}]", s) for i, s in enumerate(hidden_sizes))
-    dims = [positive_int("embedding_dim", embedding_dim) if embedding_dim is not None
-            else embedding_size(c, positive_int("max_embedding_dim", max_embedding_dim)) for c in cardinalities]
+    hidden_sizes, dims = _layer_sizes(hidden_sizes, cardinalities, embedding_dim, max_embedding_dim)
     return TabularPLEMLP(encoding, num_numeric, cardinalities, positive_int("num_classes", num_classes), hidden_sizes,
                          dims, activation=activation, dropout=probability("dropout", dropout),
                          batch_norm=bool(batch_norm), embedding_dropout=probability("embedding_dropout",
@@ -321,17 +334,10 @@ class PeriodicEncoding(nn.Module):
         return torch.cat([h, x[:, self.encoded:]], dim=1)
 
 
-class TabularPLRMLP(TabularMLP):
-    """:class:`TabularMLP` whose numeric columns enter ``h_0`` through periodic embeddings."""
+class TabularPLRMLP(EncodedTabularMLP):
+    """:class:`TabularMLP` whose numeric columns enter ``h_0`` through periodic embeddings (``self.plr``)."""
 
-    def __init__(self, encoding: PeriodicEncoding, num_numeric: int, cardinalities: Sequence[int],
-                 num_classes: int, hidden_sizes: Sequence[int], embedding_dims: Sequence[int], **kwargs: object) -> None:
-        super().__init__(num_numeric, cardinalities, num_classes, hidden_sizes, embedding_dims,
-                         numeric_dims=encoding.dims, **kwargs)
-        self.plr = encoding
-
-    def encode_numeric(self, x_num: torch.Tensor) -> torch.Tensor:
-        return self.plr(x_num)
+    encoder = "plr"
 
 
 @MODELS.register("mlp_plr")
@@ -366,11 +372,7 @@ def mlp_plr(*, num_classes: int | None = None, num_numeric: int | None = None, c
     encoding = PeriodicEncoding(encoded, num_numeric, positive_int("frequencies", frequencies), float(sigma),
                                 positive_int("d_embedding", d_embedding), bool(lite))
     cardinalities = [positive_int(f"cardinalities[{i}]", c) for i, c in enumerate(cardinalities or [])]
-    if isinstance(hidden_sizes, int):
-        hidden_sizes = (hidden_sizes,)
-    hidden_sizes = tuple(positive_int(f"hidden_sizes[{i}]", s) for i, s in enumerate(hidden_sizes))
-    dims = [positive_int("embedding_dim", embedding_dim) if embedding_dim is not None
-            else embedding_size(c, positive_int("max_embedding_dim", max_embedding_dim)) for c in cardinalities]
+    hidden_sizes, dims = _layer_sizes(hidden_sizes, cardinalities, embedding_dim, max_embedding_dim)
     return TabularPLRMLP(encoding, num_numeric, cardinalities, positive_int("num_classes", num_classes), hidden_sizes,
                          dims, activation=activation, dropout=probability("dropout", dropout),
                          batch_norm=bool(batch_norm), embedding_dropout=probability("embedding_dropout",
