@@ -88,12 +88,14 @@ class SchedulerConfig(_Strict):
 
 
 class OptimConfig(_Strict):
-    name: Literal["sgd", "adam", "adamw", "rmsprop", "adagrad"] = Field("adam", description="optimizer")
-    lr: float = Field(1e-3, gt=0.0, description="(peak) learning rate")
+    name: Literal["sgd", "adam", "adamw", "rmsprop", "adagrad", "muon"] = Field("adam", description="optimizer")
+    lr: float = Field(1e-3, gt=0.0, description="(peak) learning rate (muon: of the parameters AdamW steps)")
+    muon_lr: float = Field(0.02, gt=0.0, description="muon: (peak) learning rate of the hidden weight matrices")
+    muon_momentum: float = Field(0.95, ge=0.0, lt=1.0, description="muon: Nesterov momentum of the hidden matrices")
     weight_decay: float = Field(0.0, ge=0.0, description="L2 penalty (decoupled for adamw)")
     momentum: float = Field(0.0, ge=0.0, lt=1.0, description="sgd/rmsprop momentum")
     nesterov: bool = Field(False, description="sgd: Nesterov momentum")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="adam/adamw betas")
+    betas: tuple[float, float] = Field((0.9, 0.999), description="adam/adamw/muon betas (muon: of its AdamW part)")
     eps: float = Field(1e-8, gt=0.0, description="numerical stabiliser of adaptive optimizers")
     fused: bool = Field(False, description="adam/adamw: one fused kernel per step (same update, less overhead)")
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)

@@ -158,7 +158,8 @@ class Trainer:
         if task.manual_optimization:
             self.optimizers = dict(task.configure_optimizers(self.optim_config))
         else:
-            self.optimizers = {"main": build_optimizer(self.optim_config, parameter_groups(task, self.optim_config.lr))}
+            self.optimizers = {"main": build_optimizer(self.optim_config, parameter_groups(task, self.optim_config.lr),
+                                                         module=task)}
             if self.privacy is not None:  # per-sample clipping + noise; Poisson batches (a different len(train))
                 self.optimizers["main"] = self.privacy.attach(task, self.optimizers["main"], data.train,
                                                               self.epochs, c)

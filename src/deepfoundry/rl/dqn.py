@@ -246,7 +246,7 @@ def _train_rl(cfg: RunConfig, run_dir: RunDirectory | str | Path, resume_state: 
     envs = make_vec_env(args.env_id, args.num_envs, args.max_episode_steps)  # (N copies; N = 1 resumes exactly)
     context = network_context(obs_shape, num_actions, args.dueling)
     q_network = build_model(cfg.model.name, cfg.model.builder_kwargs(), context)
-    agent = DQNAgent(q_network, build_optimizer(cfg.optim, q_network.parameters()), args, num_actions)
+    agent = DQNAgent(q_network, build_optimizer(cfg.optim, q_network.parameters(), module=q_network), args, num_actions)
     pixels = len(obs_shape) > 1
     buffer_cls = PrioritizedReplayBuffer if args.prioritized else ReplayBuffer
     buffer = buffer_cls(min(args.buffer_size, args.total_steps), obs_shape, torch.uint8 if pixels else torch.float32,

@@ -115,9 +115,10 @@ class AdversarialTask(Task):
 
         self.optimizers = {
             "generator": build_optimizer(optim_config.model_copy(update={"lr": self.lr_g or optim_config.lr}),
-                                         self.model.generator.parameters()),
+                                         self.model.generator.parameters(), module=self.model.generator),
             "discriminator": build_optimizer(optim_config.model_copy(update={"lr": self.lr_d or optim_config.lr}),
-                                             self.model.discriminator.parameters()),
+                                             self.model.discriminator.parameters(),
+                                             module=self.model.discriminator),
         }
         return self.optimizers
 
