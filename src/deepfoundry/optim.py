@@ -109,7 +109,9 @@ class Muon(torch.optim.Optimizer):
                 state = self.state[p]
                 if group["use_muon"]:
                     mu = group["momentum"]
-                    buf = state.setdefault("momentum_buffer", torch.zeros_like(p))
+                    if "momentum_buffer" not in state:
+                        state["momentum_buffer"] = torch.zeros_like(p)
+                    buf = state["momentum_buffer"]
                     buf.mul_(mu).add_(p.grad)
                     update = newton_schulz(p.grad.add(buf, alpha=mu), group["ns_steps"])
                     p.mul_(1 - lr * wd).add_(update, alpha=-lr * max(1.0, p.shape[0] / p[0].numel()) ** 0.5)
