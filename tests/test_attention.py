@@ -8,7 +8,7 @@ from torch import nn
 from deepfoundry.errors import DeepfoundryError
 from deepfoundry.nn.attention import (AdditiveAttention, KVCache, MultiHeadAttention, MultiplicativeAttention,
                                       scaled_dot_product)
-from deepfoundry.nn.positional import LearnedPositionalEncoding, SinusoidalPositionalEncoding
+from deepfoundry.nn.positional import LearnedPositionalEncoding, RotaryEmbedding, SinusoidalPositionalEncoding
 
 ATOL = 1e-6  # float32: the fused kernel and the explicit softmax(QK^T/sqrt(d))V differ by rounding only (~2e-7)
 
@@ -130,3 +130,43 @@ def test_positional_offset_and_max_len(cls):
     if cls is SinusoidalPositionalEncoding:  # P[p, 0] = sin(p), P[p, 1] = cos(p)
         torch.testing.assert_close(full[0, :, 0], torch.sin(torch.arange(12.0)))
         torch.testing.assert_close(full[0, :, 1], torch.cos(torch.arange(12.0)))
+
+
+def test_rotary_scores_depend_on_relative_offset_only():
+    """RoPE: <R_m q, R_n k> == <R_{m+s} q, R_{n+s} k> for every shift s; norms are kept; position 0 is identity."""
+    torch.manual_seed(0)
+    rope = RotaryEmbedding(16, max_len=64)
+    q, k = torch.randn(2, 3, 1, 16), torch.randn(2, 3, 1, 16)  # (B, H, T=1, d)
+    score = lambda m, n: (rope(q, m) * rope(k, n)).sum(-1)  # noqa: E731
+    for m, n in [(5, 2), (9, 9), (0, 30)]:
+        for shift in (1, 17, 33):
+            torch.testing.assert_close(score(m + shift, n + shift), score(m, n), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(score(5, 2), score(5, 3))  # the offset does matter
+    torch.testing.assert_close(rope(q, 0), q)
+    x = torch.randn(2, 3, 10, 16)
+    torch.testing.assert_close(rope(x).norm(dim=-1), x.norm(dim=-1))
+    torch.testing.assert_close(rope(x[:, :, 4:7], offset=4), rope(x)[:, :, 4:7])
+    # pair (x_0, x_8) at position p turns by p * theta_0 = p radians
+    e0 = torch.zeros(1, 1, 3, 16)
+    e0[..., 0] = 1.0
+    out = rope(e0)
+    torch.testing.assert_close(out[0, 0, :, 0], torch.cos(torch.arange(3.0)))
+    torch.testing.assert_close(out[0, 0, :, 8], torch.sin(torch.arange(3.0)))
+    with pytest.raises(DeepfoundryError, match="maximum length 64"):
+        rope(x, offset=60)
+    with pytest.raises(DeepfoundryError, match="even head size"):
+        RotaryEmbedding(7)
+
+
+def test_multihead_rotary_kv_cache_equals_full_recomputation():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(32, 4, rotary=RotaryEmbedding(8, max_len=32)).eval()
+    x = torch.randn(2, 12, 32)
+    full, _ = mha(x, causal=True)
+    cache = KVCache()
+    steps = [mha(x[:, :4], causal=True, cache=cache)[0]] + [mha(x[:, t:t + 1], causal=True, cache=cache)[0]
+                                                            for t in range(4, 12)]
+    torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-6, rtol=1e-5)
+    # cross-attention takes no positions: the memory's order does not change a query's output
+    perm = torch.randperm(12)
+    torch.testing.assert_close(mha(x[:, :3], memory=x)[0], mha(x[:, :3], memory=x[:, perm])[0], atol=1e-6, rtol=1e-5)

@@ -403,6 +403,26 @@ def test_tensorboard_events_and_bf16_autocast(tmp_path: Path) -> None:
     assert run.results["test"]["accuracy"] > 0.8  # bf16 autocast on the CPU still learns
 
 
+def test_precision_auto_follows_the_hardware(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """auto is bf16 autocast exactly where the device multiplies bfloat16 natively, else float32; the run
+    records what it used."""
+    from deepfoundry.engine import trainer as trainer_mod
+    from deepfoundry.engine.trainer import resolve_precision
+
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp16", cpu) == "fp16" and resolve_precision("32", cpu) == "32"
+    for native, expected in ((True, "bf16"), (False, "32")):
+        monkeypatch.setattr(trainer_mod, "native_bf16", lambda device_type, native=native: native)
+        assert resolve_precision("auto", cpu) == expected
+        trainer = deepfoundry.Trainer(TrainerConfig(precision="auto", progress=False))
+        assert trainer.precision == expected
+        assert (trainer.autocast() is trainer._NO_AUTOCAST) == (expected == "32")
+    run = deepfoundry.train("mlp-digits", overrides={"trainer.progress": False, "trainer.epochs": 2,
+                                                     "trainer.precision": "auto"}, out=tmp_path / "auto")
+    assert run.results["precision"] == expected  # the patched answer (False): float32
+    assert run.results["test"]["accuracy"] > 0.8
+
+
 def test_unavailable_device_is_a_clear_error() -> None:
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")

@@ -23,7 +23,7 @@ def _lm(**kw):
     return build_model("transformer_lm", args, {"vocab_size": CharTokenizer.fit(TEXT).vocab_size}).eval()
 
 
-@pytest.mark.parametrize("norm_first,positional", [(True, "learned"), (False, "sinusoidal")])
+@pytest.mark.parametrize("norm_first,positional", [(True, "learned"), (False, "sinusoidal"), (True, "rotary")])
 def test_lm_kv_cache_logits_equal_full_recomputation(norm_first, positional):
     model = _lm(norm_first=norm_first, positional=positional)
     x = torch.randint(4, model.vocab_size, (2, 20))
@@ -65,9 +65,9 @@ def _translator(**kw):
                                                   "num_decoder_layers": 2, "max_len": 16, **kw}, ctx).eval()
 
 
-@pytest.mark.parametrize("norm_first", [True, False])
-def test_translator_decode_step_equals_teacher_forced_forward(norm_first):
-    model = _translator(norm_first=norm_first)
+@pytest.mark.parametrize("norm_first,positional", [(True, "sinusoidal"), (False, "sinusoidal"), (True, "rotary")])
+def test_translator_decode_step_equals_teacher_forced_forward(norm_first, positional):
+    model = _translator(norm_first=norm_first, positional=positional)
     assert model.uses_attention and (model.pad_id, model.bos_id, model.eos_id) == (0, 2, 3)
     src = torch.randint(4, 30, (3, 9))
     src_mask = torch.arange(9)[None, :] < torch.tensor([9, 6, 2])[:, None]
@@ -139,8 +139,9 @@ def test_translator_embedding_scale_matches_positions():
 
 def test_classifier_pooling_ignores_padding_and_length_limit():
     torch.manual_seed(0)
-    for pool in ("mean", "cls"):
-        model = build_model("transformer_classifier", {"d_model": 32, "num_heads": 4, "pool": pool, "max_length": 10},
+    for pool, positional in (("mean", "learned"), ("cls", "learned"), ("mean", "rotary"), ("cls", "rotary")):
+        model = build_model("transformer_classifier", {"d_model": 32, "num_heads": 4, "pool": pool, "max_length": 10,
+                                                       "positional": positional},
                             {"vocab_size": 50, "num_classes": 3}).eval()
         tokens = torch.randint(4, 50, (1, 6))
         padded = torch.cat([tokens, torch.zeros(1, 4, dtype=torch.long)], 1)

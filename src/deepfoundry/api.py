@@ -256,7 +256,7 @@ def _fit(cfg: RunConfig, rundir: RunDirectory, ckpt: dict[str, Any] | None, call
     batches = trainer.epoch * len(data.train) + trainer.batch_in_epoch
     results = {"val": val, "test": test, "seconds": seconds, "train_seconds": trainer.elapsed,
                "epochs_run": trainer.epoch, "stop_reason": trainer.stop_reason, "device": str(trainer.device),
-               "world_size": world,
+               "precision": trainer.precision, "world_size": world,
                "compute": {"flops_per_batch": flops, "batches": batches,
                            "train_flops": flops * batches if flops is not None else None}}
     if dist is not None:

@@ -120,7 +120,9 @@ class EarlyStoppingConfig(_Switch):
 class TrainerConfig(_Strict):
     epochs: int = Field(10, ge=1, description="number of epochs")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
-    precision: Literal["32", "bf16", "fp16"] = Field("32", description="mixed precision (bf16/fp16 autocast)")
+    precision: Literal["32", "bf16", "fp16", "auto"] = Field(
+        "32", description="mixed precision (bf16/fp16 autocast); auto: bf16 where the device multiplies in it "
+                          "natively (Ampere+ GPUs, CPUs with AVX512-BF16/AMX), else 32")
     compile: bool = Field(False, description="wrap the model in torch.compile")
     channels_last: bool = Field(False, description="NHWC memory format for conv nets")
     grad_clip: float | None = Field(None, gt=0.0, description="clip the global gradient norm to this value")

@@ -36,15 +36,22 @@ from .errors import DeepfoundryError
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # Jordan et al. 2024: the quintic's slope at 0 is 3.4445
 
 
-@functools.lru_cache(maxsize=None)  # asked per matrix per step; the answer never changes for a device type
-def _ns_dtype(device_type: str) -> torch.dtype:
-    """bfloat16 where matmuls run natively in it (CUDA; CPUs with AVX512-BF16 / AMX through oneDNN: 2-3x faster
-    than float32 there, and the iteration does not need more precision), float32 elsewhere."""
+@functools.lru_cache(maxsize=None)  # asked per step; the answer never changes for a device type
+def native_bf16(device_type: str) -> bool:
+    """Whether this machine's ``device_type`` multiplies bfloat16 natively: CUDA GPUs that support it (Ampere
+    and later), CPUs with AVX512-BF16 or AMX (through oneDNN). Elsewhere bfloat16 is emulated and slower
+    than float32."""
     if device_type == "cuda":
-        return torch.bfloat16
-    if device_type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    if device_type == "cpu":
+        return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def _ns_dtype(device_type: str) -> torch.dtype:
+    """bfloat16 where matmuls run natively in it (CUDA as torch's own ``Muon``; CPUs with AVX512-BF16 / AMX:
+    2-3x faster than float32 there, and the iteration does not need more precision), float32 elsewhere."""
+    return torch.bfloat16 if device_type == "cuda" or native_bf16(device_type) else torch.float32
 
 
 def newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7, dtype: torch.dtype | None = None) -> torch.Tensor:

@@ -7,8 +7,10 @@ One block, pre-norm (``norm_first=True``, GPT-2 style, stable without warm-up tr
 - post-norm: ``x = LN(x + Drop(MHA(x)))``;  ``x = LN(x + Drop(FFN(x)))``
 
 with ``FFN(x) = W_2 act(W_1 x + b_1) + b_2`` and decoder blocks adding cross-attention to the encoder
-output between the two. Token embeddings are scaled by ``sqrt(d_model)`` when the positional encoding is
-sinusoidal (as in the paper), and then start ``N(0, 1/d_model)`` so ``sqrt(d_model) E`` has unit variance (fairseq).
+output between the two. Positions are added to the token embeddings (``learned``, ``sinusoidal``) or rotate
+every self-attention's queries and keys (``rotary``, RoPE: scores depend on relative offsets only; the
+translator's cross-attention stays position-free). Token embeddings are scaled by ``sqrt(d_model)`` when
+the positional encoding is sinusoidal (as in the paper), and then start ``N(0, 1/d_model)`` so ``sqrt(d_model) E`` has unit variance (fairseq).
 Other weights start ``N(0, 0.02^2)``; residual output projections ``N(0, (0.02 / sqrt(2 L))^2)`` (GPT-2), so the
 residual stream's variance does not grow with depth.
 
@@ -29,7 +31,7 @@ from torch import nn
 
 from ..errors import DeepfoundryError
 from ..nn.attention import KVCache, MultiHeadAttention
-from ..nn.positional import make_positional
+from ..nn.positional import RotaryEmbedding, make_positional
 from ..registry import MODELS
 
 ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU}
@@ -39,10 +41,10 @@ class TransformerBlock(nn.Module):
     """Self-attention (+ cross-attention when ``cross``) + position-wise feed-forward, with residuals and LayerNorm."""
 
     def __init__(self, d_model: int, num_heads: int, d_ff: int, dropout: float = 0.1, norm_first: bool = True,
-                 cross: bool = False, activation: str = "gelu") -> None:
+                 cross: bool = False, activation: str = "gelu", rotary: nn.Module | None = None) -> None:
         super().__init__()
         self.norm_first = norm_first
-        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout)
+        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout, rotary=rotary)
         self.cross_attn = MultiHeadAttention(d_model, num_heads, dropout) if cross else None
         self.ff = nn.Sequential(nn.Linear(d_model, d_ff), ACTIVATIONS[activation](), nn.Dropout(dropout),
                                 nn.Linear(d_ff, d_model))
@@ -84,8 +86,10 @@ class _Stack(nn.Module):
         self.positional = make_positional(positional, d_model, max_len)
         self.scale = math.sqrt(d_model) if positional == "sinusoidal" else 1.0
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(TransformerBlock(d_model, num_heads, d_ff, dropout, norm_first, cross, activation)
-                                    for _ in range(num_layers))
+        # rotary: one table of angles, shared by every block's self-attention
+        rotary = RotaryEmbedding(d_model // num_heads, max_len) if positional == "rotary" else None
+        self.blocks = nn.ModuleList(TransformerBlock(d_model, num_heads, d_ff, dropout, norm_first, cross, activation,
+                                                     rotary) for _ in range(num_layers))
         self.norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
 
     def embed(self, tokens: torch.Tensor, offset: int = 0) -> torch.Tensor:

@@ -171,14 +171,18 @@ class MultiHeadAttention(nn.Module):
     KV cache (incremental decoding): pass a :class:`KVCache`. For self-attention the new keys/values are
     appended, so step ``t`` costs ``O(t)``; for cross-attention the memory's keys/values are computed
     once, at the first call, and reused. The projection weights use ``torch.nn.MultiheadAttention``'s
-    layout (``in_proj`` = ``[W_Q; W_K; W_V]``), so weights copy across.
+    layout (``in_proj`` = ``[W_Q; W_K; W_V]``), so weights copy across. ``rotary`` (a
+    :class:`~deepfoundry.nn.positional.RotaryEmbedding` of the head size) rotates self-attention's queries
+    and keys by their positions (offset by the cache length while decoding); cross-attention ignores it.
     """
 
-    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0, bias: bool = True) -> None:
+    def __init__(self, d_model: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
+                 rotary: nn.Module | None = None) -> None:
         super().__init__()
         if d_model % num_heads:
             raise DeepfoundryError(f"d_model ({d_model}) must be divisible by num_heads ({num_heads})")
         self.d_model, self.num_heads, self.dropout = d_model, num_heads, dropout
+        self.rotary = rotary  # RotaryEmbedding(d_model // num_heads): rotates self-attention's q and k
         self.in_proj = nn.Linear(d_model, 3 * d_model, bias=bias)
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)
 
@@ -194,6 +198,9 @@ class MultiHeadAttention(nn.Module):
         w, b = self.in_proj.weight, self.in_proj.bias
         if memory is None:  # self-attention: one fused projection
             q, k, v = self._heads_split(self.in_proj(x))
+            if self.rotary is not None:  # new tokens sit after the cached ones
+                offset = cache.length if cache is not None else 0
+                q, k = self.rotary(q, offset), self.rotary(k, offset)
             if cache is not None:
                 if cache.k is not None:
                     k, v = torch.cat([cache.k, k], dim=2), torch.cat([cache.v, v], dim=2)
