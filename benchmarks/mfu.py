@@ -13,10 +13,13 @@ optimiser step: what one step of a real run costs).
     peak            P = max over repeats of 2 n^3 / time(torch.mm(n x n, n x n))   (float32, same threads)
     MFU             = A / P
 
-The peak is measured in the same process, with the same thread count, just before the recipes.
+The peak is measured in the same process, with the same thread count, just before the recipes. A step that
+ran under bf16 autocast (``trainer.precision`` bf16, or ``auto`` on a CPU with AVX512-BF16/AMX) is measured
+against the bfloat16 ``torch.mm`` peak instead.
 
 ``--variants`` adds rows for settings the recipes do not take (channels-last for the conv nets, batch 64 for the
-character LSTM), to check that the recipe's own setting is the faster one.
+character LSTM, float32 for the Transformer that takes ``precision: auto`` and bf16 for the LSTM that does not),
+to check that the recipe's own setting is the faster one.
 
 usage: python benchmarks/mfu.py [--threads 2] [--steps 20] [--warmup 3] [--size 2048] [--variants] [--quick]
 """
@@ -35,6 +38,7 @@ from deepfoundry.data import build_data
 from deepfoundry.data.core import model_context
 from deepfoundry.engine.seeding import seed_everything
 from deepfoundry.models import build_model
+from deepfoundry.optim import native_bf16
 from deepfoundry.tasks import build_task
 
 DATA = {"lenet5-mnist": SHARED / "datasets" / "mnist-t10k",
@@ -43,9 +47,9 @@ DATA = {"lenet5-mnist": SHARED / "datasets" / "mnist-t10k",
         "char-lstm-shakespeare": SHARED / "datasets" / "tinyshakespeare" / "input.txt"}
 
 
-def matmul_peak(size: int, repeats: int) -> float:
-    """Best float32 ``torch.mm`` rate in FLOP/s: ``2 n^3`` multiply-adds over the fastest of ``repeats``."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+def matmul_peak(size: int, repeats: int, dtype: torch.dtype = torch.float32) -> float:
+    """Best ``torch.mm`` rate in ``dtype``, FLOP/s: ``2 n^3`` multiply-adds over the fastest of ``repeats``."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     torch.mm(a, b)  # warm-up (allocation, thread pool)
     best = float("inf")
     for _ in range(repeats):
@@ -81,7 +85,9 @@ class StepClock(Callback):
 
 VARIANTS = [("vgg11-bn-cifar10", {"trainer.channels_last": True}),
             ("lenet5-mnist", {"trainer.channels_last": True}),
-            ("char-lstm-shakespeare", {"data.batch_size": 64})]
+            ("char-lstm-shakespeare", {"data.batch_size": 64}),
+            ("transformer-shakespeare", {"trainer.precision": "32"}),
+            ("char-lstm-shakespeare", {"trainer.precision": "auto"})]
 
 
 def measure(recipe: str, threads: int, warmup: int, steps: int, extra: dict | None = None) -> dict:
@@ -107,7 +113,7 @@ def measure(recipe: str, threads: int, warmup: int, steps: int, extra: dict | No
     flops = trainer.step_flops(data.train)
     step = statistics.median(times)
     return {"recipe": recipe + "".join(f" [{k.split('.')[-1]}={v}]" for k, v in (extra or {}).items()),
-            "batch_size": cfg.data.batch_size, "flops_per_step": flops,
+            "batch_size": cfg.data.batch_size, "precision": trainer.precision, "flops_per_step": flops,
             "median_step_s": step, "step_s": times, "achieved_flops": flops / step}
 
 
@@ -127,13 +133,17 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     peak = matmul_peak(args.size, args.repeats)
     print(f"torch.mm peak ({args.size}x{args.size}, float32, {args.threads} threads): {peak / 1e9:.1f} GFLOP/s")
+    peak_bf16 = matmul_peak(args.size, args.repeats, torch.bfloat16) if native_bf16("cpu") else None
+    if peak_bf16:
+        print(f"torch.mm peak ({args.size}x{args.size}, bfloat16, {args.threads} threads): {peak_bf16 / 1e9:.1f} GFLOP/s")
     rows, raw = [], []
     todo = [(recipe, None) for recipe in DATA] + (VARIANTS if args.variants else [])
     for recipe, extra in todo:
         r = measure(recipe, args.threads, args.warmup, args.steps, extra)
-        r["mfu"] = r["achieved_flops"] / peak
+        r["mfu"] = r["achieved_flops"] / (peak_bf16 if r["precision"] == "bf16" and peak_bf16 else peak)
         raw.append(r)
-        rows.append({"recipe": r["recipe"], "batch": r["batch_size"], "GFLOP/step": r["flops_per_step"] / 1e9,
+        rows.append({"recipe": r["recipe"], "batch": r["batch_size"], "precision": r["precision"],
+                     "GFLOP/step": r["flops_per_step"] / 1e9,
                      "median step s": r["median_step_s"], "GFLOP/s": r["achieved_flops"] / 1e9,
                      "MFU %": 100 * r["mfu"]})
     print_table(rows)
@@ -143,8 +153,12 @@ def main() -> None:
                            met=100 * r["mfu"] >= 40 if r["recipe"] in goal else None)
                for r in raw]
     summary.append(summary_row(f"torch.mm peak GFLOP/s (n={args.size}, {args.threads} threads)", peak / 1e9))
+    if peak_bf16:
+        summary.append(summary_row(f"torch.mm bfloat16 peak GFLOP/s (n={args.size}, {args.threads} threads)",
+                                   peak_bf16 / 1e9))
     path = write_result("mfu", {"threads": args.threads, "steps": args.steps, "warmup": args.warmup,
-                                "peak": {"size": args.size, "repeats": args.repeats, "flops": peak},
+                                "peak": {"size": args.size, "repeats": args.repeats, "flops": peak,
+                                         "flops_bf16": peak_bf16},
                                 "recipes": raw, "table": rows}, quick=args.quick, summary=summary)
     print(f"wrote {path}")
 
