@@ -135,7 +135,8 @@ def main() -> None:
     print(f"torch.mm peak ({args.size}x{args.size}, float32, {args.threads} threads): {peak / 1e9:.1f} GFLOP/s")
     peak_bf16 = matmul_peak(args.size, args.repeats, torch.bfloat16) if native_bf16("cpu") else None
     if peak_bf16:
-        print(f"torch.mm peak ({args.size}x{args.size}, bfloat16, {args.threads} threads): {peak_bf16 / 1e9:.1f} GFLOP/s")
+        print(f"torch.mm peak ({args.size}x{args.size}, bfloat16, {args.threads} threads): "
+              f"{peak_bf16 / 1e9:.1f} GFLOP/s")
     rows, raw = [], []
     todo = [(recipe, None) for recipe in DATA] + (VARIANTS if args.variants else [])
     for recipe, extra in todo:

@@ -10,7 +10,8 @@ with ``FFN(x) = W_2 act(W_1 x + b_1) + b_2`` and decoder blocks adding cross-att
 output between the two. Positions are added to the token embeddings (``learned``, ``sinusoidal``) or rotate
 every self-attention's queries and keys (``rotary``, RoPE: scores depend on relative offsets only; the
 translator's cross-attention stays position-free). Token embeddings are scaled by ``sqrt(d_model)`` when
-the positional encoding is sinusoidal (as in the paper), and then start ``N(0, 1/d_model)`` so ``sqrt(d_model) E`` has unit variance (fairseq).
+the positional encoding is sinusoidal (as in the paper), and then start ``N(0, 1/d_model)`` so
+``sqrt(d_model) E`` has unit variance (fairseq).
 Other weights start ``N(0, 0.02^2)``; residual output projections ``N(0, (0.02 / sqrt(2 L))^2)`` (GPT-2), so the
 residual stream's variance does not grow with depth.
 

@@ -72,7 +72,8 @@ class RotaryEmbedding(nn.Module):
     def __init__(self, head_dim: int, max_len: int = 1024, base: float = 10000.0) -> None:
         super().__init__()
         if head_dim % 2:
-            raise DeepfoundryError(f"rotary positions need an even head size (d_model / num_heads); received {head_dim}")
+            raise DeepfoundryError(f"rotary positions need an even head size (d_model / num_heads); "
+                                   f"received {head_dim}")
         self.max_len = max_len
         inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)  # (d/2,)
         angles = torch.outer(torch.arange(max_len, dtype=torch.float32), inv_freq)  # (L, d/2)
