@@ -70,6 +70,31 @@ def test_sdpa_path_equals_weights_path(causal, padded, t, s):
         assert torch.all(w.triu(diagonal=s - t + 1) == 0)
 
 
+
+@pytest.mark.parametrize("causal,padded", [(True, False), (False, True)])
+@pytest.mark.parametrize("s,fused", [(128, False), (512, True)])
+def test_cpu_bf16_attention_takes_explicit_products_for_short_keys(monkeypatch, causal, padded, s, fused):
+    """Under CPU bf16 autocast, up to 256 keys go through explicit products (faster than the fused kernel's
+    backward there) with a float32 softmax; longer ones keep the fused kernel. Both match float32."""
+    import torch.nn.functional as F
+
+    calls = []
+    sdpa = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: calls.append(1) or sdpa(*a, **k))
+    torch.manual_seed(2)
+    q, k, v = (torch.randn(2, 2, s, 16, requires_grad=True) for _ in range(3))
+    mask = _mask(2, s, [s, s // 2])[:, None, None, :] if padded else None
+    ref, _ = scaled_dot_product(q, k, v, mask, causal)
+    ref_grads = torch.autograd.grad(ref.square().sum(), (q, k, v))
+    calls.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, weights = scaled_dot_product(q, k, v, mask, causal)
+    grads = torch.autograd.grad(out.float().square().sum(), (q, k, v))
+    assert weights is None and out.dtype == torch.bfloat16 and len(calls) == int(fused)
+    torch.testing.assert_close(out.float(), ref, atol=3e-2, rtol=3e-2)
+    for g, r in zip(grads, ref_grads):
+        assert float((g - r).norm() / r.norm()) < 3e-2
+
 def _copy_to_torch(ours: MultiHeadAttention) -> nn.MultiheadAttention:
     ref = nn.MultiheadAttention(ours.d_model, ours.num_heads, batch_first=True)
     with torch.no_grad():

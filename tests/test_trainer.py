@@ -451,3 +451,29 @@ def test_step_flops_counts_the_fused_cpu_lstm() -> None:
     output = 2 * n * (32 * 16 + 16 * tok.vocab_size)  # projection 32 -> 16, tied decoder 16 -> V
     flops = trainer.step_flops(loader)
     assert 3 * recurrent <= flops <= 3 * (recurrent + output) * 1.01, (flops, recurrent, output)
+
+
+def test_step_flops_counts_the_fused_cpu_attention() -> None:
+    """F.scaled_dot_product_attention runs on a CPU as a fused kernel FlopCounterMode counts as 0; step_flops
+    counts it as its products, so a Transformer step is 3 x (the linear layers' 2 N |W| + attention's
+    4 B T^2 D per layer), whether attention runs fused (float32) or as explicit products (bf16 autocast)."""
+    from deepfoundry import Trainer
+    from deepfoundry.data.text import LMWindowLoader, fit_tokenizer
+    from deepfoundry.models import build_model
+    from deepfoundry.tasks.language_model import LanguageModelTask
+
+    tok = fit_tokenizer("char", ["abcdefgh"], vocab_size=100)
+    info = {"tokenizer": tok.to_json(), "vocab_size": tok.vocab_size}
+    b, t, d, layers = 4, 16, 32, 2
+    torch.manual_seed(0)
+    model = build_model("transformer_lm", dict(d_model=d, num_heads=4, num_layers=layers, context_length=t,
+                                               dropout=0.0, tie_weights=True), info)
+    loader = LMWindowLoader(torch.randint(0, tok.vocab_size, (400,)), seq_len=t, batch_size=b, shuffle=True)
+    n = b * t
+    linear = 2 * n * (layers * 12 * d * d + d * tok.vocab_size)  # q, k, v, out (4 D^2), MLP (8 D^2); tied head
+    attention = layers * 4 * b * t * t * d
+    for precision in ("32", "bf16"):
+        trainer = Trainer(TrainerConfig(progress=False, tensorboard=False, report=False, precision=precision),
+                          OptimConfig())
+        trainer.task = LanguageModelTask(model, info)
+        assert trainer.step_flops(loader) == 3 * (linear + attention), precision

@@ -416,8 +416,8 @@ class Trainer:
     def step_flops(self, loader: Loader) -> int | None:
         """Floating-point operations of one training step (forward and backward) on the first batch of
         ``loader``, counted by ``torch.utils.flop_counter.FlopCounterMode`` (matrix products,
-        convolutions and attention; element-wise operations are not counted; the fused oneDNN layer a CPU
-        LSTM runs is counted as its two matrix products per token, see ``_rnn_flop_formulas``). The step
+        convolutions and attention; element-wise operations are not counted; the fused CPU kernels of an LSTM
+        layer and of attention are counted as their matrix products, see ``_cpu_flop_formulas``). The step
         runs on a copy of the task, so the weights, gradients and optimizer state of the run are
         untouched; ``None`` for an empty loader."""
         from torch.utils.flop_counter import FlopCounterMode
@@ -427,7 +427,7 @@ class Trainer:
             return None
         probe = copy.deepcopy(self.task)
         probe.train()
-        with FlopCounterMode(display=False, custom_mapping=_rnn_flop_formulas()) as counter, self.autocast():
+        with FlopCounterMode(display=False, custom_mapping=_cpu_flop_formulas()) as counter, self.autocast():
             loss = probe.training_step(self._to_device(batch))
             if not probe.manual_optimization and isinstance(loss, torch.Tensor) and loss.requires_grad:
                 loss.backward()  # manual optimisation (GANs) runs its backward passes inside training_step
@@ -576,19 +576,38 @@ class Trainer:
             self.privacy.load_state_dict(state.get("privacy") or {})
 
 
-def _rnn_flop_formulas() -> dict:
-    """FLOP formulas for the fused oneDNN recurrent layer (``aten.mkldnn_rnn_layer`` and its backward), which
-    ``FlopCounterMode`` does not know: a CPU ``nn.LSTM`` runs as that one op, so without them an LSTM step would
-    count only its embedding and output layers. Forward: ``2 N (|W_ih| + |W_hh|)`` for ``N`` tokens (the gate
-    products x W_ih^T and h W_hh^T); backward twice that (gradients of the inputs and of the weights)."""
-    aten = torch.ops.aten
-    if not hasattr(aten, "mkldnn_rnn_layer"):
-        return {}
+def _cpu_flop_formulas() -> dict:
+    """FLOP formulas for the fused CPU kernels that ``FlopCounterMode`` does not know (it would count 0 for them).
 
-    def forward(input, w0, w1, *args, out_shape=None, **kwargs) -> int:  # input (.., I), W_ih (4H, I), W_hh (4H, H)
+    - ``aten.mkldnn_rnn_layer`` (the oneDNN layer a CPU ``nn.LSTM`` runs as one op; without it an LSTM step
+      would count only its embedding and output layers): forward ``2 N (|W_ih| + |W_hh|)`` for ``N`` tokens
+      (the gate products x W_ih^T and h W_hh^T).
+    - ``aten._scaled_dot_product_flash_attention_for_cpu`` (``F.scaled_dot_product_attention`` on a CPU):
+      forward ``2 B H T S (d_k + d_v)`` (``Q K^T`` and the weights times ``V``, the full ``T x S`` also when
+      causal, as the explicit products count), the same as torch's own formula for the GPU kernels.
+
+    Backward is twice the forward (gradients of the inputs and of the weights); a kernel's recomputation of its
+    forward products is not model FLOPs."""
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    aten = torch.ops.aten
+    formulas: dict = {}
+
+    def rnn_forward(input, w0, w1, *args, out_shape=None, **kwargs) -> int:  # input (.., I), W_ih (4H, I), W_hh
         return 2 * math.prod(input[:-1]) * (math.prod(w0) + math.prod(w1))
 
-    def backward(input, w0, w1, *args, out_shape=None, **kwargs) -> int:
-        return 2 * forward(input, w0, w1)
+    def rnn_backward(input, w0, w1, *args, out_shape=None, **kwargs) -> int:
+        return 2 * rnn_forward(input, w0, w1)
 
-    return {aten.mkldnn_rnn_layer: forward, aten.mkldnn_rnn_layer_backward: backward}
+    def sdpa_forward(query, key, value, *args, out_shape=None, **kwargs) -> int:  # (B, H, T, d)
+        return sdpa_flop_count(query, key, value)
+
+    def sdpa_backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+        return 2 * sdpa_flop_count(query, key, value)
+
+    if hasattr(aten, "mkldnn_rnn_layer"):
+        formulas.update({aten.mkldnn_rnn_layer: rnn_forward, aten.mkldnn_rnn_layer_backward: rnn_backward})
+    if hasattr(aten, "_scaled_dot_product_flash_attention_for_cpu"):
+        formulas.update({aten._scaled_dot_product_flash_attention_for_cpu: sdpa_forward,
+                         aten._scaled_dot_product_flash_attention_for_cpu_backward: sdpa_backward})
+    return formulas

@@ -125,6 +125,11 @@ def scaled_dot_product(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: 
     Returns ``(output (B, H, T, d), weights or None)``.
     """
     t, s = q.shape[-2], k.shape[-2]
+    if not need_weights and _explicit_is_faster(q, s):
+        need_weights = True  # the same math through oneDNN's bf16 matmuls; the weights are dropped below
+        keep = False
+    else:
+        keep = need_weights
     if causal and mask is None and t == s and not need_weights:
         # SDPA's own causal flag (top-left aligned, right when T == S) keeps the fused kernels, which skip the
         # masked blocks; an explicit mask would send the CPU through the slower masked path.
@@ -137,9 +142,23 @@ def scaled_dot_product(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: 
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p), None
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p), None
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, T, S)
-    weights = masked_softmax(scores, mask)
+    weights = masked_softmax(scores.float(), mask).to(v.dtype)  # float32 softmax also under bf16/fp16 inputs
     attn = F.dropout(weights, dropout_p) if dropout_p > 0 else weights
-    return attn @ v, weights  # (B, H, T, d)
+    return attn @ v, (weights if keep else None)  # (B, H, T, d)
+
+
+def _explicit_is_faster(q: torch.Tensor, s: int) -> bool:
+    """Whether explicit matmuls beat ``F.scaled_dot_product_attention`` for ``s`` keys on ``q``'s device/dtype.
+
+    Measured on a 2-core AVX512-BF16 CPU (docs/benchmarks.md, goal 7): in bfloat16 the CPU flash kernel's
+    backward is the slow part, and for up to 256 keys softmax(QK^T)V through oneDNN's bf16 matmuls trains
+    1.9x (128 keys) to 3.9x (64 keys) faster; from 512 keys the fused kernel wins (it never stores T x S).
+    In float32 and on GPUs the fused kernels win, so they keep it.
+    """
+    if q.device.type != "cpu" or s > 256:
+        return False
+    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else q.dtype
+    return dtype in (torch.bfloat16, torch.float16)
 
 
 @dataclass
