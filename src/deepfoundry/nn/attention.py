@@ -125,26 +125,29 @@ def scaled_dot_product(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: 
     Returns ``(output (B, H, T, d), weights or None)``.
     """
     t, s = q.shape[-2], k.shape[-2]
-    if not need_weights and _explicit_is_faster(q, s):
-        need_weights = True  # the same math through oneDNN's bf16 matmuls; the weights are dropped below
-        keep = False
-    else:
-        keep = need_weights
-    if causal and mask is None and t == s and not need_weights:
+    explicit = need_weights or _explicit_is_faster(q, s)
+    if causal and mask is None and t == s and not explicit:
         # SDPA's own causal flag (top-left aligned, right when T == S) keeps the fused kernels, which skip the
         # masked blocks; an explicit mask would send the CPU through the slower masked path.
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True), None
+    padded = mask is not None
     if causal:
         c = causal_mask(t, s, q.device)
         mask = c if mask is None else mask & c
-    if not need_weights:
+    if not explicit:
         if mask is None:
             return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p), None
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p), None
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, H, T, S)
-    weights = masked_softmax(scores.float(), mask).to(v.dtype)  # float32 softmax also under bf16/fp16 inputs
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    if causal and not padded:  # every query sees a key: the mask becomes a -inf bias added inside the product
+        b, h, _, d = q.shape
+        bias = torch.zeros(t, s, dtype=q.dtype, device=q.device).masked_fill_(~mask, float("-inf"))
+        scores = torch.baddbmm(bias, q.reshape(b * h, t, d), k.reshape(b * h, s, d).mT, alpha=scale)
+        weights = torch.softmax(scores, dim=-1).view(b, h, t, s)
+    else:
+        weights = masked_softmax(q @ k.transpose(-2, -1) * scale, mask)  # (B, H, T, S)
     attn = F.dropout(weights, dropout_p) if dropout_p > 0 else weights
-    return attn @ v, (weights if keep else None)  # (B, H, T, d)
+    return attn @ v, (weights if need_weights else None)  # (B, H, T, d)
 
 
 def _explicit_is_faster(q: torch.Tensor, s: int) -> bool:
