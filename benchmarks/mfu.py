@@ -18,9 +18,9 @@ ran under bf16 autocast (``trainer.precision`` bf16, or ``auto`` on a CPU with A
 against the bfloat16 ``torch.mm`` peak instead.
 
 ``--variants`` adds rows for settings the recipes do not take (NCHW for the VGG, which takes channels-last, and
-channels-last for LeNet, which does not; batch 64 for the character LSTM; float32 for the Transformer, which
-takes ``precision: auto``, and bf16 for the LSTM, which does not), to check that the recipe's own setting is the
-faster one.
+channels-last for LeNet, which does not; batch 64 for the character LSTM; float32 for the VGG and the
+Transformer, which take ``precision: auto``, and bf16 for the LSTM and LeNet, which do not), to check that the
+recipe's own setting is the faster one.
 
 usage: python benchmarks/mfu.py [--threads 2] [--steps 20] [--warmup 3] [--size 2048] [--variants] [--quick]
 """
@@ -88,7 +88,9 @@ VARIANTS = [("vgg11-bn-cifar10", {"trainer.channels_last": False}),
             ("lenet5-mnist", {"trainer.channels_last": True}),
             ("char-lstm-shakespeare", {"data.batch_size": 64}),
             ("transformer-shakespeare", {"trainer.precision": "32"}),
-            ("char-lstm-shakespeare", {"trainer.precision": "auto"})]
+            ("char-lstm-shakespeare", {"trainer.precision": "auto"}),
+            ("vgg11-bn-cifar10", {"trainer.precision": "32"}),
+            ("lenet5-mnist", {"trainer.precision": "auto"})]
 
 
 def measure(recipe: str, threads: int, warmup: int, steps: int, extra: dict | None = None) -> dict:

@@ -161,6 +161,15 @@ class TrainerConfig(_Strict):
 
     @model_validator(mode="before")
     @classmethod
+    def _precision_as_text(cls, raw: Any) -> Any:
+        """YAML reads ``precision: 32`` (or ``--set trainer.precision=32``) as the number 32: it means ``"32"``."""
+        value = raw.get("precision") if isinstance(raw, dict) else None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return {**raw, "precision": str(value)}
+        return raw
+
+    @model_validator(mode="before")
+    @classmethod
     def _mlflow_uri_switches_on(cls, raw: Any) -> Any:
         """``trainer.mlflow_uri=URI`` alone means ``trainer.mlflow: true``; with an explicit false it is refused."""
         if isinstance(raw, dict) and raw.get("mlflow_uri") not in (None, ""):
