@@ -70,12 +70,11 @@ def test_sdpa_path_equals_weights_path(causal, padded, t, s):
         assert torch.all(w.triu(diagonal=s - t + 1) == 0)
 
 
-
 @pytest.mark.parametrize("causal,padded", [(True, False), (False, True)])
 @pytest.mark.parametrize("s,fused", [(128, False), (512, True)])
 def test_cpu_bf16_attention_takes_explicit_products_for_short_keys(monkeypatch, causal, padded, s, fused):
     """Under CPU bf16 autocast, up to 256 keys go through explicit products (faster than the fused kernel's
-    backward there) with a float32 softmax; longer ones keep the fused kernel. Both match float32."""
+    backward there); longer ones keep the fused kernel. Both match float32 (outputs and gradients)."""
     import torch.nn.functional as F
 
     calls = []
@@ -94,6 +93,7 @@ def test_cpu_bf16_attention_takes_explicit_products_for_short_keys(monkeypatch, 
     torch.testing.assert_close(out.float(), ref, atol=3e-2, rtol=3e-2)
     for g, r in zip(grads, ref_grads):
         assert float((g - r).norm() / r.norm()) < 3e-2
+
 
 def _copy_to_torch(ours: MultiHeadAttention) -> nn.MultiheadAttention:
     ref = nn.MultiheadAttention(ours.d_model, ours.num_heads, batch_first=True)

@@ -24,7 +24,6 @@ def test_overrides_types_and_nesting() -> None:
     assert parse_value("true") is True and parse_value("[1, 2]") == [1, 2] and parse_value("1e-4") == 1e-4
 
 
-
 def test_precision_32_as_a_number_means_the_text() -> None:
     """``--set trainer.precision=32`` parses to the int 32 (as YAML's ``precision: 32``): it means "32"; 16 is
     still refused with the key named."""
@@ -32,6 +31,7 @@ def test_precision_32_as_a_number_means_the_text() -> None:
     assert load_config("lenet5-digits", {"trainer.precision": "bf16"}).trainer.precision == "bf16"
     with pytest.raises(DeepfoundryError, match=r"config key 'trainer.precision'"):
         load_config("lenet5-digits", {"trainer.precision": 16})
+
 
 def test_list_overrides() -> None:
     raw = apply_overrides({"a": {"b": 1}}, ["a.c=2", "d=x"])
