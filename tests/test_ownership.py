@@ -50,6 +50,22 @@ def test_empty_out_is_refused_and_the_current_folder_untouched(tmp_path: Path, c
     assert (tmp_path / "config.yaml").read_text(encoding="utf-8") == "mine: true\n"
 
 
+
+def test_a_refused_run_leaves_no_empty_folder(tmp_path: Path, monkeypatch) -> None:
+    """A config the model rejects (after the run directory was claimed) removes the folder the claim created,
+    under the default runs/<recipe>-<time> as under --out; a folder the user made stays."""
+    monkeypatch.chdir(tmp_path)
+    bad = {**QUIET, "model.input_size": [28, 28]}  # the generator's images would not match the 8x8 digits
+    with pytest.raises(DeepfoundryError, match="generator makes images"):
+        deepfoundry.train("dcgan-digits", overrides=bad)
+    with pytest.raises(DeepfoundryError, match="generator makes images"):
+        deepfoundry.train("dcgan-digits", overrides=bad, out=tmp_path / "new")
+    assert not (tmp_path / "new").exists() and not any((tmp_path / "runs").iterdir())
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(DeepfoundryError, match="generator makes images"):
+        deepfoundry.train("dcgan-digits", overrides=bad, out=tmp_path / "mine")
+    assert (tmp_path / "mine").is_dir() and not any((tmp_path / "mine").iterdir())
+
 def test_existing_runs_are_refused_unless_overwrite(interrupted: Path, tmp_path: Path, capsys) -> None:
     before = _snapshot(interrupted)
     code, _, err = run_cli(["train", "lenet5-digits", "--out", str(interrupted), *CLI_QUIET], capsys)

@@ -61,15 +61,19 @@ def _alive(pid: int) -> bool:
 
 @dataclass
 class Claim:
-    """A held ``RUN/.lock``; :meth:`release` (or leaving :func:`claim`'s block) removes it."""
+    """A held ``RUN/.lock``; :meth:`release` (or leaving :func:`claim`'s block) removes it, and the folder too
+    when :func:`acquire` created it and nothing else was written there (a run refused before it started)."""
 
     path: Path
     token: dict[str, Any] = field(default_factory=dict)
+    created: bool = False
 
     def release(self) -> None:
         try:
             if json.loads(self.path.read_text(encoding="utf-8")) == self.token:
                 self.path.unlink()
+                if self.created and not any(self.path.parent.iterdir()):
+                    self.path.parent.rmdir()
         except (OSError, ValueError):
             pass
 
@@ -87,12 +91,13 @@ def _take(lock: Path, token: dict[str, Any]) -> bool:
 def acquire(run_dir: str | Path) -> Claim:
     """Take ``run_dir/.lock`` (creating the folder); a live owner is a one-line :class:`DeepfoundryError`."""
     run_dir = Path(run_dir)
+    created = not run_dir.exists()
     run_dir.mkdir(parents=True, exist_ok=True)
     lock = run_dir / LOCK
     token = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
     for _ in range(3):
         if _take(lock, token):
-            return Claim(lock, token)
+            return Claim(lock, token, created)
         try:
             owner = json.loads(lock.read_text(encoding="utf-8"))
             pid, host = int(owner["pid"]), str(owner["host"])
