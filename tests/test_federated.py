@@ -53,6 +53,34 @@ def test_proximal_term_adds_mu_times_the_drift_to_the_gradient() -> None:
     assert torch.count_nonzero(model.bias.grad) == 0
 
 
+
+def test_free_port_never_hands_out_a_port_already_taken(monkeypatch) -> None:
+    """The OS may give the same free port twice in a row (before anyone binds it): one federation's ports stay
+    distinct, and the --role server's own --address port is never handed to its other APIs."""
+    import deepfoundry.responsible.federated as federated
+
+    offered = iter([9092, 9092, 9093, 9092, 9094])
+
+    class FakeSocket:
+        def __init__(self, *args) -> None:
+            self.port = next(offered)
+
+        def __enter__(self) -> "FakeSocket":
+            return self
+
+        def __exit__(self, *exc) -> None:
+            return None
+
+        def bind(self, address) -> None:
+            return None
+
+        def getsockname(self) -> tuple[str, int]:
+            return "127.0.0.1", self.port
+
+    monkeypatch.setattr(federated.socket, "socket", FakeSocket)
+    taken = {9092}  # the server's --address
+    assert [free_port(taken), free_port(taken)] == [9093, 9094] and taken == {9092, 9093, 9094}
+
 @pytest.mark.parametrize("args, text", [
     (["--clients", "5000"], "more than the 1294 training samples"),
     (["--partition", "dirichlet:0"], "ALPHA > 0"),

@@ -454,10 +454,18 @@ def _rounds(path: Path) -> list[dict[str, Any]]:
 CLIENT_TIMEOUT = 3600.0  # seconds the ServerApp waits for a round's replies
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_port(taken: set[int] | None = None) -> int:
+    """A TCP port free on 127.0.0.1 now and not in ``taken`` (which it joins): the OS may hand out again a port
+    it gave a moment ago, before the process it was meant for bound it (a SuperLink's two APIs got one port)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if taken is None:
+            return port
+        if port not in taken:
+            taken.add(port)
+            return port
 
 
 def _split_address(address: str) -> tuple[str, int]:
@@ -650,14 +658,15 @@ def federate(recipe: str | Path, clients: int = 5, rounds: int = 10, partition: 
         spec.run_dir = str(run_dir.resolve())
         app = write_app(spec, logs / "app")
         (logs / "config.yaml").write_text(dump_config(cfg), encoding="utf-8")
-        fleet = address if role == "server" else f"127.0.0.1:{free_port()}"
-        control, serverappio = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
+        taken = {_split_address(address)[1]} if role == "server" else set()  # ports this federation will bind
+        fleet = address if role == "server" else f"127.0.0.1:{free_port(taken)}"
+        control, serverappio = f"127.0.0.1:{free_port(taken)}", f"127.0.0.1:{free_port(taken)}"
         say = console.print if console is not None else (lambda *a, **k: None)
         with Federation(logs) as fed:
             fed.superlink(fleet, control, serverappio)
             if role != "server":
                 for k in range(clients):
-                    fed.supernode(k, clients, fleet, f"127.0.0.1:{free_port()}")
+                    fed.supernode(k, clients, fleet, f"127.0.0.1:{free_port(taken)}")
             fed.submit(app, control)
             say(f"federated run: SuperLink {fleet}, {clients} SuperNodes{' (waiting for them)' if role == 'server' else ''}, "
                 f"{rounds} rounds, {strategy}, partition {partition}", highlight=False)
